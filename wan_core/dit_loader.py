@@ -1,0 +1,130 @@
+"""Building a WanDiT from a checkpoint without ever holding two copies of it.
+
+The model is built on the meta device, then each tensor is read from the file into its final
+buffer and assigned.  fp8 weights stay fp8 (ComfyUI's ``scaled_fp8`` scales ride along as
+``scale_weight`` buffers) and are cast per layer at compute time by the ``operations`` layers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from .dit import WanDiT
+from .dit_config import ModelLayoutError, WanDiTConfig, config_from_state_dict
+from .keymap import to_official_names
+from .ops import FP8_DTYPES, cast_ops
+from .safetensors_io import SafetensorsCheckpoint
+
+log = logging.getLogger(__name__)
+
+# Small parameters kept in fp32 whatever the file holds: they are used in fp32 regions.
+_FP32_PARAM_SUFFIXES = ("modulation", "norm_q.weight", "norm_k.weight", "norm3.weight", "norm3.bias")
+
+# ComfyUI scaled-fp8 side tensors: not parameters of the model itself.
+_SCALE_SUFFIXES = (".scale_weight", ".scale_input")
+_MARKERS = ("scaled_fp8",)
+
+
+def storage_dtype(name: str, file_dtype: torch.dtype, weight_dtype: Optional[torch.dtype]) -> torch.dtype:
+    """The dtype a parameter is kept in: fp32 for modulation/norms, fp8 stays fp8, else as asked."""
+    if name.endswith(_FP32_PARAM_SUFFIXES):
+        return torch.float32
+    if file_dtype in FP8_DTYPES:
+        return file_dtype
+    if weight_dtype is None:
+        return file_dtype
+    if weight_dtype in FP8_DTYPES and not name.endswith(".weight"):
+        return torch.bfloat16 if file_dtype != torch.float32 else torch.float32  # biases stay wide
+    if weight_dtype in FP8_DTYPES and name.startswith(("patch_embedding", "time_", "head.", "text_embedding")):
+        return file_dtype  # fp32 regions and the small embeddings are not worth fp8 rounding
+    return weight_dtype
+
+
+class DiTCheckpoint:
+    """A DiT checkpoint's tensors under official names, with its detected configuration."""
+
+    def __init__(self, ckpt: SafetensorsCheckpoint):
+        self.ckpt = ckpt
+        source = ckpt.source.name
+        names = to_official_names(k for k in ckpt.keys() if k not in _MARKERS)
+        self.file_key: Dict[str, str] = {}  # official name -> file key
+        self.scales: Dict[str, str] = {}  # official module name -> file key of its scale_weight
+        for file_key, name in names.items():
+            if name.endswith(".scale_weight"):
+                self.scales[name[: -len(".scale_weight")]] = file_key
+            elif not name.endswith(_SCALE_SUFFIXES):
+                self.file_key[name] = file_key
+        shapes = {name: ckpt.entries[k].shape for name, k in self.file_key.items()}
+        self.config: WanDiTConfig = config_from_state_dict(shapes, source=source)
+
+    @classmethod
+    def open(cls, path) -> "DiTCheckpoint":
+        return cls(SafetensorsCheckpoint.open(path, what="Wan DiT (diffusion model)", subfolder="transformer"))
+
+    def dtype_of(self, name: str) -> torch.dtype:
+        return self.ckpt.entries[self.file_key[name]].dtype
+
+
+def build_on_meta(config: WanDiTConfig, operations, compute_dtype: torch.dtype) -> WanDiT:
+    """A WanDiT whose parameters live on the meta device (no memory) until assigned."""
+    with torch.device("meta"):
+        model = WanDiT(config, operations=operations, compute_dtype=compute_dtype)
+    return model.requires_grad_(False)
+
+
+def assign_parameters(model: nn.Module, tensors: Dict[str, torch.Tensor], source: str) -> None:
+    """Assign ``{name: tensor}`` to the model's parameters; every parameter must be present."""
+    expected = set(model.state_dict().keys())
+    missing = sorted(expected - set(tensors))
+    if missing:
+        raise ModelLayoutError(
+            f"{source} lacks {len(missing)} tensors the detected {model.config.family} needs, e.g. {missing[:4]}; "
+            "the file is incomplete or from another model."
+        )
+    unexpected = sorted(set(tensors) - expected)
+    if unexpected:
+        log.warning("%s: ignoring %d tensors not used by the model, e.g. %s", source, len(unexpected), unexpected[:4])
+    model.load_state_dict({k: tensors[k] for k in expected}, strict=True, assign=True)
+
+
+def load_dit(
+    path,
+    operations=None,
+    compute_dtype: torch.dtype = torch.float32,
+    weight_dtype: Optional[torch.dtype] = None,
+    device: torch.device | str = "cpu",
+) -> WanDiT:
+    """Load a Wan DiT from a safetensors file or diffusers folder (official/ComfyUI/diffusers names).
+
+    ``weight_dtype`` converts the stored weights once (e.g. bf16 -> fp8); ``None`` keeps the file's.
+    ``operations`` defaults to per-call casting layers so any stored dtype computes in ``compute_dtype``.
+    """
+    if str(path).lower().endswith(".gguf"):
+        from .gguf_loader import load_dit_gguf  # noqa: PLC0415 - only GGUF users need it
+
+        return load_dit_gguf(path, operations=operations, compute_dtype=compute_dtype, device=device)
+    ck = DiTCheckpoint.open(path)
+    model = build_on_meta(ck.config, operations or cast_ops, compute_dtype)
+    tensors = {}
+    for name, key in ck.file_key.items():
+        t = ck.ckpt.read(key, storage_dtype(name, ck.dtype_of(name), weight_dtype))
+        tensors[name] = t.to(device) if str(device) != "cpu" else t
+    for module_name, key in ck.scales.items():
+        module = model.get_submodule(module_name)
+        module.register_buffer("scale_weight", torch.empty((), device="meta"))
+        tensors[f"{module_name}.scale_weight"] = ck.ckpt.read(key, torch.float32).reshape(()).to(device)
+    assign_parameters(model, tensors, ck.ckpt.source.name)
+    log.info("loaded %s (%s) from %s", ck.config.family, _dtype_summary(tensors), ck.ckpt.source)
+    return model.eval()
+
+
+def _dtype_summary(tensors: Dict[str, torch.Tensor]) -> str:
+    counts: Dict[str, int] = {}
+    for t in tensors.values():
+        counts[str(t.dtype).replace("torch.", "")] = counts.get(str(t.dtype).replace("torch.", ""), 0) + t.numel()
+    total = sum(counts.values())
+    return ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))

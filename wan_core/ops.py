@@ -1,0 +1,111 @@
+"""Layer namespaces for the DiT and the rules for calling them in a chosen dtype.
+
+The model builds every weighted layer from an ``operations`` namespace (``Linear``, ``Conv3d``,
+``LayerNorm``, ``RMSNorm``), as ComfyUI's models do.  ``torch.nn`` is the default; ``cast_ops``
+below keeps weights in their stored dtype (fp8, bf16, ...) and casts them per call, which is how
+fp8 checkpoints stay fp8 in memory.  ComfyUI's ``comfy.ops`` namespaces and GGUF layers plug in
+the same way: any layer that casts its own weights marks itself with ``comfy_cast_weights`` or
+``casts_weights``.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FP8_DTYPES = tuple(
+    getattr(torch, name) for name in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, name)
+)
+
+
+def layer_casts_weights(layer: nn.Module) -> bool:
+    """True when ``layer`` casts its weights to the input's dtype/device on every call."""
+    return bool(getattr(layer, "comfy_cast_weights", False) or getattr(layer, "casts_weights", False))
+
+
+def run_layer(layer: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Call ``layer`` computing in ``dtype`` if it can cast its weights, else in its weight dtype.
+
+    The result is returned in ``dtype`` either way, so callers can state the precision they
+    want (fp32 for time embedding, norms and head; the compute dtype for the rest).
+    """
+    weight = getattr(layer, "weight", None)
+    if weight is None or layer_casts_weights(layer) or weight.dtype == dtype:
+        return layer(x.to(dtype))
+    return layer(x.to(weight.dtype)).to(dtype)
+
+
+def _cast_weight_bias(layer: nn.Module, x: torch.Tensor):
+    """The layer's weight and bias in ``x``'s dtype and device, with a ComfyUI fp8 scale applied."""
+    weight = layer.weight
+    if weight is None:
+        return None, None
+    w = weight.to(device=x.device, dtype=x.dtype)
+    scale = getattr(layer, "scale_weight", None)
+    if scale is not None:
+        w = w * scale.to(device=x.device, dtype=x.dtype)
+    b = layer.bias.to(device=x.device, dtype=x.dtype) if getattr(layer, "bias", None) is not None else None
+    return w, b
+
+
+class CastLinear(nn.Linear):
+    """A Linear whose stored weight may be of any dtype; cast to the input's dtype per call."""
+
+    casts_weights = True
+    scale_weight = None
+
+    def reset_parameters(self):  # weights always come from a file; skip the random init
+        return None
+
+    def forward(self, x):
+        w, b = _cast_weight_bias(self, x)
+        return F.linear(x, w, b)
+
+
+class CastConv3d(nn.Conv3d):
+    """Conv3d with per-call weight casting (the DiT's patch embedding)."""
+
+    casts_weights = True
+    scale_weight = None
+
+    def reset_parameters(self):
+        return None
+
+    def forward(self, x):
+        w, b = _cast_weight_bias(self, x)
+        return self._conv_forward(x, w, b)
+
+
+class CastLayerNorm(nn.LayerNorm):
+    """LayerNorm with per-call casting of its (optional) affine parameters."""
+
+    casts_weights = True
+
+    def reset_parameters(self):
+        return None
+
+    def forward(self, x):
+        w, b = _cast_weight_bias(self, x)
+        return F.layer_norm(x, self.normalized_shape, w, b, self.eps)
+
+
+class CastRMSNorm(nn.RMSNorm):
+    """RMSNorm with per-call casting of its weight."""
+
+    casts_weights = True
+
+    def reset_parameters(self):
+        return None
+
+    def forward(self, x):
+        w, _ = _cast_weight_bias(self, x)
+        return F.rms_norm(x, self.normalized_shape, w, self.eps)
+
+
+cast_ops = SimpleNamespace(
+    Linear=CastLinear, Conv3d=CastConv3d, LayerNorm=CastLayerNorm, RMSNorm=CastRMSNorm
+)
+"""Per-call casting layers: weights stay in their stored dtype (fp8/bf16/fp16/fp32)."""
