@@ -55,7 +55,6 @@ class CastLinear(nn.Linear):
     """A Linear whose stored weight may be of any dtype; cast to the input's dtype per call."""
 
     casts_weights = True
-    scale_weight = None
 
     def reset_parameters(self):  # weights always come from a file; skip the random init
         return None
@@ -69,7 +68,6 @@ class CastConv3d(nn.Conv3d):
     """Conv3d with per-call weight casting (the DiT's patch embedding)."""
 
     casts_weights = True
-    scale_weight = None
 
     def reset_parameters(self):
         return None

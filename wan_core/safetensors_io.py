@@ -121,16 +121,47 @@ class SafetensorsCheckpoint:
         return {k: e.shape for k, e in self.entries.items()}
 
     def read(self, key: str, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        """Read one tensor into fresh memory, converting to ``dtype`` if given."""
+        """Read one tensor into fresh memory, converting to ``dtype`` if given.
+
+        A conversion streams through a small reused staging buffer into the final tensor, so no
+        full-size temporary of the stored dtype is ever made.
+        """
         e = self.entries[key]
-        raw = torch.empty(e.end - e.start, dtype=torch.uint8)
+        nbytes = e.end - e.start
+        out = torch.empty(e.shape, dtype=dtype or e.dtype)
+        if nbytes == 0:
+            return out
         with open(e.file, "rb") as f:
             f.seek(e.start)
-            got = f.readinto(memoryview(raw.numpy()))
-        if got != e.end - e.start:
+            if out.dtype == e.dtype:
+                self._fill(f, out.view(-1).view(torch.uint8), key, e)
+                return out
+            step = max(1, _STAGING_BYTES // _itemsize(e.dtype))
+            flat = out.view(-1)
+            staging = self._staging()
+            for i in range(0, flat.numel(), step):
+                n = min(step, flat.numel() - i)
+                chunk = staging[: n * _itemsize(e.dtype)]
+                self._fill(f, chunk, key, e)
+                flat[i : i + n].copy_(chunk.view(e.dtype))
+        return out
+
+    def _staging(self) -> torch.Tensor:
+        if getattr(self, "_staging_buffer", None) is None:
+            self._staging_buffer = torch.empty(_STAGING_BYTES, dtype=torch.uint8)
+        return self._staging_buffer
+
+    @staticmethod
+    def _fill(f, buf: torch.Tensor, key: str, e: TensorEntry) -> None:
+        if f.readinto(memoryview(buf.numpy())) != buf.numel():
             raise CheckpointError(f"{e.file.name}: tensor {key} is cut short (file truncated?).")
-        t = raw.view(e.dtype).reshape(e.shape) if e.end > e.start else torch.empty(e.shape, dtype=e.dtype)
-        return t if dtype is None or dtype == t.dtype else t.to(dtype)
+
+
+_STAGING_BYTES = 8 * 2**20
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
 
 
 def _folder_files(folder: Path, subfolder: Optional[str], what: str) -> list:
