@@ -1,0 +1,58 @@
+"""Shared helpers for the benchmark scripts: timing medians, peak-memory probes, tables."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for p in (ROOT, os.path.join(ROOT, "tests")):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+
+def status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(field)
+
+
+def reset_peak() -> int:
+    """Return freed heap to the OS, reset the RSS high-water mark (clear_refs 5); returns RSS."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return status_bytes("VmRSS")
+
+
+def measure(fn, runs: int = 3, warmup: int = 0):
+    """(median seconds, peak RSS growth bytes) of ``fn()`` over ``runs`` runs."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    times, peaks = [], []
+    for _ in range(runs):
+        base = reset_peak()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            fn()
+        times.append(time.perf_counter() - t0)
+        peaks.append(status_bytes("VmHWM") - base)
+    return statistics.median(times), max(peaks)
+
+
+def table(rows, headers) -> str:
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"

@@ -1,0 +1,152 @@
+"""VAE parity with the official modules, ComfyUI's and diffusers', plus loading and errors."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import rel_err
+from references import comfy, official_wan
+from wan_core.dit_config import ModelLayoutError
+from wan_core.vae import WanVAE, WanVAEConfig
+from wan_core.vae_keymap import vae_key_pairs
+from wan_core.vae_loader import load_vae
+
+# Reduced widths (the real ones are 96 and 160/256); every layer kind and the causal caches remain.
+TINY21 = WanVAEConfig("2.1", z_dim=16, dim=8, dec_dim=8)
+TINY22 = WanVAEConfig("2.2", z_dim=48, dim=8, dec_dim=16)
+TOL = 1e-4
+
+
+def random_vae_state(cfg, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.device("meta"):
+        keys = WanVAE(cfg).state_dict()
+    sd = {}
+    for k, p in keys.items():
+        if k.endswith("gamma"):
+            sd[k] = 1 + 0.1 * torch.randn(p.shape, generator=g)
+        elif p.dim() > 1:
+            sd[k] = torch.randn(p.shape, generator=g) / (p[0].numel() ** 0.5)
+        else:
+            sd[k] = 0.05 * torch.randn(p.shape, generator=g)
+    return sd
+
+
+def ours(cfg, sd):
+    m = WanVAE(cfg)
+    m.load_state_dict(sd)
+    return m.eval()
+
+
+def official(cfg, sd):
+    mod = official_wan("modules.vae2_1" if cfg.version == "2.1" else "modules.vae2_2")
+    kw = dict(dim=cfg.dim, z_dim=cfg.z_dim, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+              temperal_downsample=[False, True, True], dropout=0.0)
+    if cfg.version == "2.2":
+        kw["dec_dim"] = cfg.dec_dim
+    m = mod.WanVAE_(**kw)
+    m.load_state_dict(sd)
+    m.eval()
+    return (lambda v: m.encode(v, [0.0, 1.0])), (lambda z: m.decode(z, [0.0, 1.0]).clamp(-1, 1))
+
+
+def comfyui(cfg, sd):
+    mod = comfy("comfy.ldm.wan.vae" if cfg.version == "2.1" else "comfy.ldm.wan.vae2_2")
+    kw = dict(dim=cfg.dim, z_dim=cfg.z_dim, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+              temperal_downsample=[False, True, True])
+    if cfg.version == "2.2":
+        kw["dec_dim"] = cfg.dec_dim
+    m = mod.WanVAE(**kw)
+    m.load_state_dict(sd)
+    m.eval()
+    return m.encode, (lambda z: m.decode(z).clamp(-1, 1))
+
+
+def diffusers_ref(cfg, sd):
+    from diffusers import AutoencoderKLWan
+
+    if cfg.version == "2.1":
+        m = AutoencoderKLWan(base_dim=cfg.dim, z_dim=cfg.z_dim)
+    else:
+        m = AutoencoderKLWan(base_dim=cfg.dim, decoder_base_dim=cfg.dec_dim, z_dim=cfg.z_dim, is_residual=True,
+                             in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16)
+    pairs = vae_key_pairs(cfg)
+    m.load_state_dict({pairs[k]: v for k, v in sd.items()}, strict=True)
+    m.eval()
+    enc = lambda v: m.encode(v).latent_dist.mean  # noqa: E731
+    dec = lambda z: m.decode(z).sample.clamp(-1, 1)  # noqa: E731
+    return enc, dec
+
+
+REFS = {"official": official, "comfyui": comfyui, "diffusers": diffusers_ref}
+
+
+@pytest.mark.parametrize("ref", sorted(REFS))
+@pytest.mark.parametrize("cfg", [TINY21, TINY22], ids=["wan21", "wan22"])
+@pytest.mark.parametrize("frames", [5, 9])
+@torch.no_grad()
+def test_vae_matches_reference(cfg, ref, frames):
+    sd = random_vae_state(cfg, seed=1)
+    model = ours(cfg, sd)
+    r_enc, r_dec = REFS[ref](cfg, sd)
+    g = torch.Generator().manual_seed(2)
+    h, w = (cfg.stride[1] * 3, cfg.stride[2] * 5)  # non-square, odd latent size 3x5
+    video = torch.rand(1, 3, frames, h, w, generator=g) * 2 - 1
+    z = model.encode(video)
+    assert z.shape == (1, cfg.z_dim, (frames - 1) // 4 + 1, 3, 5)
+    assert rel_err(z, r_enc(video)) < TOL
+    latent = torch.randn(1, cfg.z_dim, (frames - 1) // 4 + 1, 3, 5, generator=g)
+    out = model.decode(latent)
+    assert out.shape == (1, 3, frames, h, w)
+    assert rel_err(out, r_dec(latent)) < TOL
+
+
+@pytest.mark.parametrize("cfg", [TINY21, TINY22], ids=["wan21", "wan22"])
+@pytest.mark.parametrize("layout", ["official", "comfy_prefixed", "diffusers"])
+@torch.no_grad()
+def test_vae_files_load_and_detect_version(tmp_path, cfg, layout):
+    sd = random_vae_state(cfg, seed=4)
+    if layout == "official":
+        path = tmp_path / "wan_vae.safetensors"
+        save_file(sd, str(path))
+    elif layout == "comfy_prefixed":
+        path = tmp_path / "wan_vae_prefixed.safetensors"
+        save_file({"first_stage_model." + k: v for k, v in sd.items()}, str(path))
+    else:
+        pairs = vae_key_pairs(cfg)
+        (tmp_path / "Wan-Diffusers" / "vae").mkdir(parents=True)
+        save_file({pairs[k]: v for k, v in sd.items()}, str(tmp_path / "Wan-Diffusers/vae/diffusion_pytorch_model.safetensors"))
+        path = tmp_path / "Wan-Diffusers"
+    model = load_vae(path)
+    assert model.config == cfg
+    latent = torch.randn(1, cfg.z_dim, 2, 2, 3)
+    assert torch.equal(model.decode(latent), ours(cfg, sd).decode(latent))
+
+
+def test_vae_bf16_on_request(tmp_path):
+    sd = random_vae_state(TINY21)
+    save_file(sd, str(tmp_path / "v.safetensors"))
+    m = load_vae(tmp_path / "v.safetensors", dtype=torch.bfloat16)
+    assert m.dtype == torch.bfloat16
+    latent = torch.randn(1, 16, 2, 2, 3)
+    with torch.no_grad():
+        assert rel_err(m.decode(latent), ours(TINY21, sd).decode(latent)) < 0.1
+
+
+def test_dit_in_vae_slot(tmp_path):
+    save_file({"blocks.0.ffn.0.weight": torch.zeros(2, 2), "patch_embedding.weight": torch.zeros(1)},
+              str(tmp_path / "wan2.1_t2v_1.3B_bf16.safetensors"))
+    with pytest.raises(ModelLayoutError, match="wan2.1_t2v_1.3B_bf16.safetensors is not a Wan VAE.*DiT"):
+        load_vae(tmp_path / "wan2.1_t2v_1.3B_bf16.safetensors")
+
+
+def test_channel_mismatch_is_clear():
+    m = ours(TINY21, random_vae_state(TINY21))
+    with pytest.raises(ValueError, match="48 channels; this Wan2.1 VAE takes 16.*matches the DiT"):
+        m.decode(torch.zeros(1, 48, 1, 2, 2))
+
+
+def test_bad_video_shape_names_nearest_valid():
+    m = ours(TINY21, random_vae_state(TINY21))
+    with pytest.raises(ValueError, match="6 frames at 20x16.*nearest valid: 5 frames at 16x16"):
+        m.encode(torch.zeros(1, 3, 6, 16, 20))

@@ -1,0 +1,394 @@
+"""The Wan2.1 (16-channel, 4x8x8) and Wan2.2 (48-channel, 4x16x16) causal video VAEs.
+
+Parameter names follow the official checkpoints (``wan_2.1_vae.safetensors``,
+``wan2.2_vae.safetensors``).  Encoding runs chunks of 1, 4, 4, ... frames and decoding one latent
+frame at a time; every causal conv keeps the last frames of its input in a per-call cache, so
+memory depends on the frame size, not on the clip length.  Latents in and out are raw VAE means
+(as ComfyUI's LATENT holds them); :mod:`wan_core.latent` has the normalisation the DiT uses.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CACHE_T = 2
+_REP = "first-chunk"  # marker: the upsampler has seen only the first chunk
+
+
+@dataclass(frozen=True)
+class WanVAEConfig:
+    """Sizes of a Wan VAE; ``version`` 2.1 or 2.2, everything else read from tensor shapes."""
+
+    version: str = "2.1"
+    z_dim: int = 16
+    dim: int = 96
+    dec_dim: int = 96
+    dim_mult: tuple = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    temporal_downsample: tuple = (False, True, True)
+
+    @property
+    def patch(self) -> int:
+        """Pixel patchify factor before the encoder (Wan2.2 folds 2x2 pixels into channels)."""
+        return 2 if self.version == "2.2" else 1
+
+    @property
+    def stride(self) -> tuple:
+        """Pixels per latent element along (t, h, w)."""
+        s = 2 ** (len(self.dim_mult) - 1) * self.patch
+        return (4, s, s)
+
+
+# -- layers -------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def causal_conv3d_class(conv3d: type) -> type:
+    """A causal (past-only in time) variant of the given Conv3d class, e.g. ``comfy.ops``' one."""
+
+    class CausalConv3d(conv3d):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            p = self.padding
+            self.causal_padding = (p[2], p[2], p[1], p[1], 2 * p[0], 0)
+            self.padding = (0, 0, 0)
+
+        def forward(self, x, cache_x: Optional[torch.Tensor] = None):
+            padding = list(self.causal_padding)
+            if cache_x is not None and padding[4] > 0:
+                x = torch.cat([cache_x.to(x), x], dim=2)
+                padding[4] -= cache_x.shape[2]
+            return super().forward(F.pad(x, padding))
+
+    return CausalConv3d
+
+
+class RMSNormChannels(nn.Module):
+    """Channel-first RMS norm (``F.normalize * sqrt(dim) * gamma``) as the Wan VAEs use."""
+
+    def __init__(self, dim: int, images: bool = False):
+        super().__init__()
+        self.scale = dim**0.5
+        self.gamma = nn.Parameter(torch.ones((dim, 1, 1) if images else (dim, 1, 1, 1)))
+
+    def forward(self, x):
+        return F.normalize(x, dim=1) * self.scale * self.gamma.to(x)
+
+
+def _cached_call(conv, x, cache: Dict):
+    """Run a causal conv with the frames kept from the previous chunk, then keep this chunk's last."""
+    keep = x[:, :, -CACHE_T:].clone()
+    prev = cache.get(conv)
+    if keep.shape[2] < 2 and prev is not None:
+        keep = torch.cat([prev[:, :, -1:].to(keep), keep], dim=2)
+    out = conv(x, prev)
+    cache[conv] = keep
+    return out
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, in_dim, out_dim, ops):
+        super().__init__()
+        Causal = causal_conv3d_class(ops.Conv3d)
+        self.residual = nn.Sequential(
+            RMSNormChannels(in_dim), nn.SiLU(), Causal(in_dim, out_dim, 3, padding=1),
+            RMSNormChannels(out_dim), nn.SiLU(), nn.Dropout(0.0), Causal(out_dim, out_dim, 3, padding=1),
+        )
+        self.shortcut = Causal(in_dim, out_dim, 1) if in_dim != out_dim else nn.Identity()
+
+    def forward(self, x, cache):
+        h = self.shortcut(x)
+        for layer in self.residual:
+            x = _cached_call(layer, x, cache) if isinstance(layer, nn.Conv3d) else layer(x)
+        return x + h
+
+
+class AttentionBlock(nn.Module):
+    """Single-head spatial self-attention, frame by frame."""
+
+    def __init__(self, dim, ops):
+        super().__init__()
+        self.norm = RMSNormChannels(dim, images=True)
+        self.to_qkv = ops.Conv2d(dim, dim * 3, 1)
+        self.proj = ops.Conv2d(dim, dim, 1)
+
+    def forward(self, x, cache=None):
+        identity = x
+        b, c, t, h, w = x.shape
+        x = self.norm(x.transpose(1, 2).reshape(b * t, c, h, w))
+        q, k, v = self.to_qkv(x).reshape(b * t, 1, c * 3, h * w).transpose(2, 3).chunk(3, dim=-1)
+        x = F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous())
+        x = self.proj(x.squeeze(1).transpose(1, 2).reshape(b * t, c, h, w))
+        return x.reshape(b, t, c, h, w).transpose(1, 2) + identity
+
+
+class Resample(nn.Module):
+    """2x spatial (and optionally 2x causal temporal) down- or up-sampling."""
+
+    def __init__(self, dim, mode, ops, up_out_dim):
+        super().__init__()
+        self.mode = mode
+        Causal = causal_conv3d_class(ops.Conv3d)
+        if mode.startswith("upsample"):
+            self.resample = nn.Sequential(nn.Upsample(scale_factor=(2.0, 2.0), mode="nearest-exact"),
+                                          ops.Conv2d(dim, up_out_dim, 3, padding=1))
+            if mode == "upsample3d":
+                self.time_conv = Causal(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0))
+        else:
+            self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), ops.Conv2d(dim, dim, 3, stride=(2, 2)))
+            if mode == "downsample3d":
+                self.time_conv = Causal(dim, dim, (3, 1, 1), stride=(2, 1, 1), padding=(0, 0, 0))
+
+    def forward(self, x, cache):
+        b, c, t, h, w = x.shape
+        if self.mode == "upsample3d":
+            prev = cache.get(self.time_conv)
+            if prev is None:  # the first chunk (one frame) is not doubled in time
+                cache[self.time_conv] = _REP
+            else:
+                keep = x[:, :, -CACHE_T:].clone()
+                if keep.shape[2] < 2:
+                    first = torch.zeros_like(keep) if prev is _REP else prev[:, :, -1:].to(keep)
+                    keep = torch.cat([first, keep], dim=2)
+                x = self.time_conv(x, None if prev is _REP else prev)
+                cache[self.time_conv] = keep
+                x = x.reshape(b, 2, c, t, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, c, t * 2, h, w)
+        t = x.shape[2]
+        x = self.resample(x.transpose(1, 2).flatten(0, 1))
+        x = x.unflatten(0, (b, t)).transpose(1, 2)
+        if self.mode == "downsample3d":
+            prev = cache.get(self.time_conv)
+            if prev is None:  # the first frame passes through; keep it for the next chunk
+                cache[self.time_conv] = x.clone()
+            else:
+                keep = x[:, :, -1:].clone()
+                x = self.time_conv(torch.cat([prev[:, :, -1:], x], dim=2))
+                cache[self.time_conv] = keep
+        return x
+
+
+class AvgDown3D(nn.Module):
+    """Wan2.2 shortcut: average groups of space-time-to-channel folded pixels."""
+
+    def __init__(self, in_channels, out_channels, factor_t, factor_s):
+        super().__init__()
+        self.out_channels, self.ft, self.fs = out_channels, factor_t, factor_s
+        self.group = in_channels * factor_t * factor_s * factor_s // out_channels
+
+    def forward(self, x):
+        x = F.pad(x, (0, 0, 0, 0, (self.ft - x.shape[2] % self.ft) % self.ft, 0))
+        b, c, t, h, w = x.shape
+        ft, fs = self.ft, self.fs
+        x = x.view(b, c, t // ft, ft, h // fs, fs, w // fs, fs).permute(0, 1, 3, 5, 7, 2, 4, 6)
+        x = x.reshape(b, self.out_channels, self.group, t // ft, h // fs, w // fs)
+        return x.mean(dim=2)
+
+
+class DupUp3D(nn.Module):
+    """Wan2.2 shortcut: repeat channels and unfold them into space-time."""
+
+    def __init__(self, in_channels, out_channels, factor_t, factor_s):
+        super().__init__()
+        self.out_channels, self.ft, self.fs = out_channels, factor_t, factor_s
+        self.repeats = out_channels * factor_t * factor_s * factor_s // in_channels
+
+    def forward(self, x, first_chunk=False):
+        x = x.repeat_interleave(self.repeats, dim=1)
+        b, _, t, h, w = x.shape
+        ft, fs = self.ft, self.fs
+        x = x.view(b, self.out_channels, ft, fs, fs, t, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+        x = x.reshape(b, self.out_channels, t * ft, h * fs, w * fs)
+        return x[:, :, ft - 1:] if first_chunk else x
+
+
+class DownBlock(nn.Module):
+    """Wan2.2 encoder stage: residual blocks, a resample, and an averaging shortcut."""
+
+    def __init__(self, in_dim, out_dim, mult, temporal, down, ops):
+        super().__init__()
+        self.avg_shortcut = AvgDown3D(in_dim, out_dim, 2 if temporal else 1, 2 if down else 1)
+        layers = []
+        for _ in range(mult):
+            layers.append(ResidualBlock(in_dim, out_dim, ops))
+            in_dim = out_dim
+        if down:
+            layers.append(Resample(out_dim, "downsample3d" if temporal else "downsample2d", ops, out_dim))
+        self.downsamples = nn.Sequential(*layers)
+
+    def forward(self, x, cache, first_chunk=False):
+        shortcut = self.avg_shortcut(x)
+        for layer in self.downsamples:
+            x = layer(x, cache)
+        return x + shortcut
+
+
+class UpBlock(nn.Module):
+    """Wan2.2 decoder stage: residual blocks, a resample, and a repeating shortcut."""
+
+    def __init__(self, in_dim, out_dim, mult, temporal, up, ops):
+        super().__init__()
+        self.avg_shortcut = DupUp3D(in_dim, out_dim, 2 if temporal else 1, 2) if up else None
+        layers = []
+        d = in_dim
+        for _ in range(mult):
+            layers.append(ResidualBlock(d, out_dim, ops))
+            d = out_dim
+        if up:
+            layers.append(Resample(out_dim, "upsample3d" if temporal else "upsample2d", ops, out_dim))
+        self.upsamples = nn.Sequential(*layers)
+
+    def forward(self, x, cache, first_chunk=False):
+        h = x
+        for layer in self.upsamples:
+            h = layer(h, cache)
+        return h if self.avg_shortcut is None else h + self.avg_shortcut(x, first_chunk)
+
+
+# -- encoder / decoder --------------------------------------------------------------------------
+
+
+class _Head(nn.Sequential):
+    def __init__(self, dim, out, ops):
+        super().__init__(RMSNormChannels(dim), nn.SiLU(), causal_conv3d_class(ops.Conv3d)(dim, out, 3, padding=1))
+
+    def forward(self, x, cache):
+        return _cached_call(self[2], self[1](self[0](x)), cache)
+
+
+def _middle(dim, ops):
+    return nn.Sequential(ResidualBlock(dim, dim, ops), AttentionBlock(dim, ops), ResidualBlock(dim, dim, ops))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: WanVAEConfig, ops):
+        super().__init__()
+        dims = [cfg.dim * u for u in (1,) + tuple(cfg.dim_mult)]
+        self.conv1 = causal_conv3d_class(ops.Conv3d)(3 * cfg.patch**2, dims[0], 3, padding=1)
+        layers = []
+        last = len(cfg.dim_mult) - 1
+        for i, (din, dout) in enumerate(zip(dims[:-1], dims[1:])):
+            temporal = cfg.temporal_downsample[i] if i < len(cfg.temporal_downsample) else False
+            if cfg.version == "2.2":
+                layers.append(DownBlock(din, dout, cfg.num_res_blocks, temporal, i != last, ops))
+                continue
+            for _ in range(cfg.num_res_blocks):
+                layers.append(ResidualBlock(din, dout, ops))
+                din = dout
+            if i != last:
+                layers.append(Resample(dout, "downsample3d" if temporal else "downsample2d", ops, dout))
+        self.downsamples = nn.Sequential(*layers)
+        self.middle = _middle(dims[-1], ops)
+        self.head = _Head(dims[-1], cfg.z_dim * 2, ops)
+
+    def forward(self, x, cache):
+        x = _cached_call(self.conv1, x, cache)
+        for layer in (*self.downsamples, *self.middle):
+            x = layer(x, cache)
+        return self.head(x, cache)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: WanVAEConfig, ops):
+        super().__init__()
+        mult = tuple(cfg.dim_mult)
+        dims = [cfg.dec_dim * u for u in (mult[-1],) + mult[::-1]]
+        temporal_up = tuple(cfg.temporal_downsample)[::-1]
+        self.conv1 = causal_conv3d_class(ops.Conv3d)(cfg.z_dim, dims[0], 3, padding=1)
+        self.middle = _middle(dims[0], ops)
+        layers = []
+        last = len(mult) - 1
+        for i, (din, dout) in enumerate(zip(dims[:-1], dims[1:])):
+            temporal = temporal_up[i] if i < len(temporal_up) else False
+            if cfg.version == "2.2":
+                layers.append(UpBlock(din, dout, cfg.num_res_blocks + 1, temporal, i != last, ops))
+                continue
+            if i in (1, 2, 3):  # the 2.1 upsamplers halve the channels
+                din = din // 2
+            for _ in range(cfg.num_res_blocks + 1):
+                layers.append(ResidualBlock(din, dout, ops))
+                din = dout
+            if i != last:
+                layers.append(Resample(dout, "upsample3d" if temporal else "upsample2d", ops, dout // 2))
+        self.upsamples = nn.Sequential(*layers)
+        self.head = _Head(dims[-1], 3 * cfg.patch**2, ops)
+
+    def forward(self, x, cache, first_chunk=False):
+        x = _cached_call(self.conv1, x, cache)
+        for layer in self.middle:
+            x = layer(x, cache)
+        for layer in self.upsamples:
+            x = layer(x, cache, first_chunk) if isinstance(layer, UpBlock) else layer(x, cache)
+        return self.head(x, cache)
+
+
+def _patchify(x, p):
+    if p == 1:
+        return x
+    b, c, t, h, w = x.shape
+    x = x.view(b, c, t, h // p, p, w // p, p).permute(0, 1, 6, 4, 2, 3, 5)  # c r q
+    return x.reshape(b, c * p * p, t, h // p, w // p)
+
+
+def _unpatchify(x, p):
+    if p == 1:
+        return x
+    b, cp, t, h, w = x.shape
+    c = cp // (p * p)
+    x = x.view(b, c, p, p, t, h, w).permute(0, 1, 4, 5, 3, 6, 2)  # b c t h q w r
+    return x.reshape(b, c, t, h * p, w * p)
+
+
+class WanVAE(nn.Module):
+    """Encoder, decoder and the 1x1 causal convs between them, for either VAE version."""
+
+    def __init__(self, config: WanVAEConfig, operations=nn):
+        super().__init__()
+        self.config = config
+        Causal = causal_conv3d_class(operations.Conv3d)
+        self.encoder = Encoder(config, operations)
+        self.conv1 = Causal(config.z_dim * 2, config.z_dim * 2, 1)
+        self.conv2 = Causal(config.z_dim, config.z_dim, 1)
+        self.decoder = Decoder(config, operations)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.conv2.weight.dtype
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Video [B, 3, 4n+1, H, W] in [-1, 1] -> raw latent mean [B, z, n+1, H/s, W/s] (fp32)."""
+        from .sizes import check_video_shape  # noqa: PLC0415
+
+        check_video_shape(video.shape, self.config)
+        x = _patchify(video.to(self.dtype), self.config.patch)
+        cache: Dict = {}
+        chunks = [self.encoder(x[:, :, :1], cache)]
+        for i in range(1, (x.shape[2] - 1) // 4 + 1):
+            chunks.append(self.encoder(x[:, :, 1 + 4 * (i - 1): 1 + 4 * i], cache))
+        mu, _log_var = self.conv1(torch.cat(chunks, dim=2)).chunk(2, dim=1)
+        return mu.float()
+
+    def decode(self, latent: torch.Tensor, on_frames=None) -> torch.Tensor:
+        """Raw latent [B, z, T, h, w] -> video [B, 3, 4(T-1)+1, H, W] in [-1, 1] (fp32).
+
+        ``on_frames(i, total)`` is called after each latent frame (progress, interruption).
+        """
+        if latent.shape[1] != self.config.z_dim:
+            raise ValueError(
+                f"latent has {latent.shape[1]} channels; this Wan{self.config.version} VAE takes {self.config.z_dim}. "
+                "Use the VAE that matches the DiT (Wan2.1 VAE: 16 channels, Wan2.2 VAE: 48)."
+            )
+        x = self.conv2(latent.to(self.dtype))
+        cache: Dict = {}
+        frames = []
+        for i in range(x.shape[2]):
+            out = self.decoder(x[:, :, i: i + 1], cache, first_chunk=(i == 0))
+            frames.append(_unpatchify(out, self.config.patch).float().clamp_(-1, 1))
+            if on_frames is not None:
+                on_frames(i + 1, x.shape[2])
+        return torch.cat(frames, dim=2)
