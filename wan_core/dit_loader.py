@@ -81,8 +81,9 @@ def assign_parameters(model: nn.Module, tensors: Dict[str, torch.Tensor], source
     expected = set(model.state_dict().keys())
     missing = sorted(expected - set(tensors))
     if missing:
+        family = getattr(getattr(model, "config", None), "family", type(model).__name__)
         raise ModelLayoutError(
-            f"{source} lacks {len(missing)} tensors the detected {model.config.family} needs, e.g. {missing[:4]}; "
+            f"{source} lacks {len(missing)} tensors the detected {family} needs, e.g. {missing[:4]}; "
             "the file is incomplete or from another model."
         )
     unexpected = sorted(set(tensors) - expected)

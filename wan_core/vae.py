@@ -392,3 +392,53 @@ class WanVAE(nn.Module):
             if on_frames is not None:
                 on_frames(i + 1, x.shape[2])
         return torch.cat(frames, dim=2)
+
+
+def _tile_starts(n: int, tile: int, step: int) -> list:
+    if n <= tile:
+        return [0]
+    starts = list(range(0, n - tile, step))
+    return starts + [n - tile]
+
+
+def _ramp(length: int, overlap: int, fade_in: bool, fade_out: bool) -> torch.Tensor:
+    """Blend weights along one axis: linear ramps over ``overlap`` pixels where a neighbour tile is."""
+    w = torch.ones(length)
+    ramp = torch.arange(1, overlap + 1, dtype=torch.float32) / (overlap + 1)
+    if fade_in and overlap:
+        w[:overlap] = ramp
+    if fade_out and overlap:
+        w[-overlap:] = torch.minimum(w[-overlap:], ramp.flip(0))
+    return w
+
+
+def decode_tiled(vae: WanVAE, latent: torch.Tensor, tile: int = 32, overlap: int = 8, on_frames=None) -> torch.Tensor:
+    """Decode in spatial tiles of ``tile`` latent pixels that overlap by ``overlap`` and are blended.
+
+    Each tile is decoded over all frames with its own causal cache, so peak memory follows the
+    tile size.  Overlaps are cross-faded linearly, which hides tile borders.
+    """
+    if overlap >= tile:
+        raise ValueError(f"tile overlap {overlap} must be smaller than the tile size {tile}")
+    b, _, t, h, w = latent.shape
+    if h <= tile and w <= tile:
+        return vae.decode(latent, on_frames)
+    s = vae.config.stride[1]
+    frames = 1 + (t - 1) * vae.config.stride[0]
+    out = torch.zeros(b, 3, frames, h * s, w * s)
+    weight = torch.zeros(1, 1, 1, h * s, w * s)
+    ys, xs = _tile_starts(h, tile, tile - overlap), _tile_starts(w, tile, tile - overlap)
+    done, total = 0, len(ys) * len(xs)
+    for y0 in ys:
+        for x0 in xs:
+            part = vae.decode(latent[:, :, :, y0: y0 + tile, x0: x0 + tile])
+            ph, pw = part.shape[-2:]
+            wy = _ramp(ph, overlap * s, y0 > 0, y0 + tile < h)
+            wx = _ramp(pw, overlap * s, x0 > 0, x0 + tile < w)
+            mask = (wy[:, None] * wx[None, :])[None, None, None]
+            out[..., y0 * s: y0 * s + ph, x0 * s: x0 * s + pw] += part * mask
+            weight[..., y0 * s: y0 * s + ph, x0 * s: x0 * s + pw] += mask
+            done += 1
+            if on_frames is not None:
+                on_frames(done, total)
+    return out / weight

@@ -1,0 +1,169 @@
+"""The umt5-xxl text encoder: transformers' ``UMT5EncoderModel`` with per-call weight casting.
+
+Weights keep their stored dtype (fp8 / ComfyUI scaled fp8 stay fp8: about 6.7 GB resident for
+umt5-xxl instead of 11+ GB) because every Linear is swapped for an ``operations`` layer that casts
+per call.  Output: [B, 512, 4096] fp32, zero past each prompt's last valid token (EOS included).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .dit_loader import assign_parameters
+from .ops import FP8_DTYPES, cast_ops
+from .safetensors_io import CheckpointError, SafetensorsCheckpoint
+from .tokenizer import TEXT_LEN, PromptTokenizer, find_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def _umt5_classes():
+    from transformers import UMT5Config, UMT5EncoderModel
+    from transformers.models.umt5.modeling_umt5 import UMT5DenseGatedActDense
+
+    class CastingGatedFFN(UMT5DenseGatedActDense):
+        """transformers casts the FFN activations to ``wo.weight.dtype`` (fp8 here): don't."""
+
+        def forward(self, hidden_states):
+            h = self.act(self.wi_0(hidden_states)) * self.wi_1(hidden_states)
+            return self.wo(self.dropout(h))
+
+    return UMT5Config, UMT5EncoderModel, CastingGatedFFN
+
+
+def umt5_config_from_shapes(shapes: dict, source: str):
+    """A ``UMT5Config`` read from tensor shapes (tiny test models and umt5-xxl alike)."""
+    UMT5Config, _, _ = _umt5_classes()
+    if "shared.weight" not in shapes and "encoder.embed_tokens.weight" not in shapes:
+        kind = "a Wan DiT" if any(k.startswith("blocks.") for k in shapes) else (
+            "a Wan VAE" if any(k.startswith("decoder.") for k in shapes) else f"{len(shapes)} other tensors")
+        raise CheckpointError(
+            f"{source} is not a umt5 text encoder (no shared.weight / encoder.block.*); it looks like {kind}. "
+            "Put umt5_xxl_*.safetensors (or a umt5 GGUF) in models/text_encoders."
+        )
+    vocab, d_model = shapes.get("shared.weight", shapes.get("encoder.embed_tokens.weight"))
+    layers = {int(m.group(1)) for k in shapes if (m := re.match(r"encoder\.block\.(\d+)\.", k))}
+    buckets, heads = shapes["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"]
+    inner = shapes["encoder.block.0.layer.0.SelfAttention.q.weight"][0]
+    return UMT5Config(
+        vocab_size=vocab, d_model=d_model, d_kv=inner // heads, num_heads=heads, num_layers=len(layers),
+        d_ff=shapes["encoder.block.0.layer.1.DenseReluDense.wi_0.weight"][0], relative_attention_num_buckets=buckets,
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0, layer_norm_epsilon=1e-6,
+    )
+
+
+def build_umt5(config, operations=None):
+    """``UMT5EncoderModel`` on the meta device with its Linears from ``operations`` (weights unset)."""
+    _, UMT5EncoderModel, CastingGatedFFN = _umt5_classes()
+    ops = operations or cast_ops
+    with torch.device("meta"):
+        model = UMT5EncoderModel(config)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear):
+            parent = model.get_submodule(name.rsplit(".", 1)[0])
+            with torch.device("meta"):
+                new = ops.Linear(module.in_features, module.out_features, bias=False)
+            setattr(parent, name.rsplit(".", 1)[1], new)
+        if type(module).__name__ == "UMT5DenseGatedActDense":
+            module.__class__ = CastingGatedFFN
+    return model.requires_grad_(False)
+
+
+class UMT5TextEncoder(nn.Module):
+    """Prompts -> umt5 embeddings [B, 512, d_model], zero past the valid tokens."""
+
+    def __init__(self, model, tokenizer: PromptTokenizer, compute_dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.compute_dtype = compute_dtype
+
+    @property
+    def device(self):
+        return self.model.shared.weight.device
+
+    def tokenize(self, prompts: Sequence[str]) -> List[List[int]]:
+        return [self.tokenizer(p) for p in prompts]
+
+    @torch.no_grad()
+    def encode_ids(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Token id lists -> [B, 512, d] fp32. Runs only up to the longest prompt (masked), then zero-pads."""
+        longest = max(len(i) for i in ids)
+        device = self.device
+        input_ids = torch.full((len(ids), longest), self.tokenizer.pad_id, dtype=torch.long, device=device)
+        mask = torch.zeros((len(ids), longest), dtype=torch.long, device=device)
+        for row, seq in enumerate(ids):
+            input_ids[row, : len(seq)] = torch.tensor(seq, device=device)
+            mask[row, : len(seq)] = 1
+        embeds = self.model.shared(input_ids).to(self.compute_dtype)
+        hidden = self.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state.float()
+        out = torch.zeros(len(ids), TEXT_LEN, hidden.shape[-1], device=device)
+        out[:, :longest] = hidden * mask[..., None]
+        return out
+
+    def encode(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Prompts (English, Chinese, empty) -> [B, 512, d] fp32 embeddings."""
+        return self.encode_ids(self.tokenize(prompts))
+
+
+_MARKERS = ("scaled_fp8", "spiece_model")
+
+
+def load_text_encoder(
+    path,
+    tokenizer_path=None,
+    compute_dtype: torch.dtype = torch.float32,
+    weight_dtype: Optional[torch.dtype] = None,
+    operations=None,
+    device="cpu",
+) -> UMT5TextEncoder:
+    """Load umt5 from a safetensors file (HF/ComfyUI names, fp8/scaled fp8) or a diffusers folder."""
+    if str(path).lower().endswith(".gguf"):
+        from .gguf_text_encoder import load_text_encoder_gguf  # noqa: PLC0415
+
+        return load_text_encoder_gguf(path, tokenizer_path, compute_dtype, operations, device)
+    ck = SafetensorsCheckpoint.open(path, what="umt5 text encoder", subfolder="text_encoder")
+    source = ck.source.name
+    keys = [k for k in ck.keys() if k not in _MARKERS]
+    shapes = {k: ck.entries[k].shape for k in keys}
+    config = umt5_config_from_shapes(shapes, source)
+    tokenizer = None
+    if "spiece_model" in ck.entries:
+        tokenizer = PromptTokenizer.from_sentencepiece(ck.read("spiece_model").numpy().tobytes(), f"{source}:spiece_model")
+    else:
+        tokenizer = find_tokenizer(Path(path), Path(tokenizer_path) if tokenizer_path else None)
+    if tokenizer is None:
+        raise CheckpointError(
+            f"{source} carries no tokenizer (no spiece_model tensor) and no tokenizer/ folder (spiece.model or "
+            "tokenizer.json) was found next to it. Use ComfyUI's umt5_xxl_*.safetensors, which embed it, or put the "
+            "diffusers tokenizer/ folder beside the text_encoder/ folder."
+        )
+    model = build_umt5(config, operations)
+    tensors = {}
+    for k in keys:
+        if k.endswith(".scale_weight"):
+            module = model.get_submodule(k[: -len(".scale_weight")])
+            module.register_buffer("scale_weight", torch.empty((), device="meta"))
+            tensors[k] = ck.read(k, torch.float32).reshape(()).to(device)
+            continue
+        if k.endswith(".scale_input"):
+            continue
+        stored = ck.entries[k].dtype
+        if stored in FP8_DTYPES:
+            dtype = stored
+        elif k.endswith("layer_norm.weight") or "relative_attention_bias" in k:
+            dtype = compute_dtype
+        else:
+            dtype = weight_dtype or stored
+        tensors[k] = ck.read(k, dtype).to(device)
+    tensors.setdefault("encoder.embed_tokens.weight", tensors.get("shared.weight"))
+    tensors.setdefault("shared.weight", tensors["encoder.embed_tokens.weight"])
+    assign_parameters(model, tensors, source)
+    model.encoder.embed_tokens = model.shared  # tied, as in the checkpoint
+    return UMT5TextEncoder(model.eval(), tokenizer, compute_dtype)
