@@ -11,6 +11,10 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
 
+# Never reach a hub: every model and tokenizer in the tests is made here.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
