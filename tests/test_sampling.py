@@ -307,3 +307,16 @@ def test_bad_settings_are_clear():
         sample(model, pos, neg, torch.zeros(LATENT), SamplerSettings(scheduler="ddim"))
     with pytest.raises(ValueError, match="denoise must be in"):
         sample(model, pos, neg, torch.zeros(LATENT), SamplerSettings(denoise=0.0))
+
+
+@torch.no_grad()
+def test_low_noise_expert_is_prepared_only_at_the_switch():
+    """Nothing forces both A14B experts to be resident: the low-noise one is first touched at the switch."""
+    high, low = tiny_dit(TINY_T2V, seed=21), tiny_dit(TINY_T2V, seed=22)
+    hc = CallCounter(high)
+    events = []
+    pos, neg = _texts()
+    sample(high, pos, neg, torch.zeros(LATENT), SamplerSettings(steps=10, guidance=4.0, guidance_low=3.0, shift=12.0),
+           model_low=low, prepare_model=lambda m: events.append(("prepare", "high" if m is high else "low", hc.calls)))
+    switch = int((make_schedule("unipc", 10, 12.0).timesteps >= 875).sum())
+    assert events == [("prepare", "high", 0), ("prepare", "low", switch)]

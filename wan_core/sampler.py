@@ -86,6 +86,7 @@ def sample(
     start_latent: Optional[torch.Tensor] = None,
     callback: Optional[Callable[[int, int, torch.Tensor], None]] = None,
     should_stop: Optional[Callable[[], bool]] = None,
+    prepare_model: Optional[Callable[[object], None]] = None,
 ) -> torch.Tensor:
     """Denoise and return a raw latent [B, C, T, H, W] (fp32).
 
@@ -94,6 +95,8 @@ def sample(
     row is repeated over the batch).  ``model_low`` is the Wan2.2 A14B low-noise expert.
     ``start_latent`` [B, C, 1, H, W] (raw) fixes the first latent frame (TI2V-5B image to video).
     ``callback(step, total, x0)`` runs after each step; ``should_stop()`` is checked before each.
+    ``prepare_model(m)`` runs right before an expert is first used (ComfyUI loads it to the GPU
+    there), so the low-noise expert is not needed in memory until the switch.
     """
     settings.validate()
     device = next(model.parameters()).device
@@ -132,9 +135,15 @@ def sample(
     def prepared(m, emb):
         return None if emb is None else m.embed_text(emb.to(device).expand(b, -1, -1) if emb.shape[0] == 1 else emb.to(device))
 
-    texts = {id(model): (prepared(model, positive), prepared(model, negative) if use_cfg else None)}
-    if model_low is not None:
-        texts[id(model_low)] = (prepared(model_low, positive), prepared(model_low, negative) if use_cfg else None)
+    texts = {}
+
+    def activate(m):
+        """Prepare an expert on first use: load hook, then its text projection (reused every step)."""
+        if id(m) not in texts:
+            if prepare_model is not None:
+                prepare_model(m)
+            texts[id(m)] = (prepared(m, positive), prepared(m, negative) if use_cfg else None)
+        return texts[id(m)]
 
     boundary_t = settings.boundary * 1000
     for i, t in enumerate(schedule.timesteps.tolist()):
@@ -143,7 +152,7 @@ def sample(
         high = model_low is None or t >= boundary_t
         m = model if high else model_low
         g = settings.guidance if high else guidance_low
-        pos, neg = texts[id(m)]
+        pos, neg = activate(m)
         tt = _token_timesteps(t, b, frames, tokens_per_frame, fixed is not None, device)
         if settings.scheduler == "dmd" or g == 1.0:
             v = m(x, tt, pos, text_embedded=True)

@@ -1,0 +1,74 @@
+"""Layers whose weights stay GGML-quantized in memory and are dequantized per call.
+
+The quantized bytes are an ordinary uint8 Parameter, so moving the module (ComfyUI's
+ModelPatcher, ``.to()``) moves the compact form; each call moves the bytes to the input's device
+if needed and dequantizes there, in the input's dtype.  Float weights (F32/F16/BF16 tensors of
+the same file) fall through to the per-call casting of ``wan_core.ops``.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .gguf_dequant import dequantize
+from .ops import CastConv3d, CastLayerNorm, CastLinear, CastRMSNorm
+
+
+class _Quantized:
+    """Mixin: an optional quantized weight (qtype, logical shape) replacing ``weight``."""
+
+    qtype = None
+    logical_shape = None
+
+    def set_quantized(self, raw: torch.Tensor, qtype: int, shape) -> None:
+        self.weight = nn.Parameter(raw, requires_grad=False)
+        self.qtype, self.logical_shape = int(qtype), tuple(shape)
+
+    def quantized_weight(self, x: torch.Tensor) -> torch.Tensor:
+        return dequantize(self.weight.to(x.device, non_blocking=True), self.qtype, self.logical_shape, x.dtype,
+                          name=getattr(self, "gguf_name", type(self).__name__))
+
+    def _bias(self, x):
+        return None if self.bias is None else self.bias.to(device=x.device, dtype=x.dtype)
+
+
+class GGUFLinear(_Quantized, CastLinear):
+    def forward(self, x):
+        if self.qtype is None:
+            return super().forward(x)
+        return F.linear(x, self.quantized_weight(x), self._bias(x))
+
+
+class GGUFConv3d(_Quantized, CastConv3d):
+    def forward(self, x):
+        if self.qtype is None:
+            return super().forward(x)
+        return self._conv_forward(x, self.quantized_weight(x), self._bias(x))
+
+
+class GGUFEmbedding(_Quantized, nn.Embedding):
+    """Token embeddings: only the looked-up rows are dequantized (umt5's table is 256k x 4096)."""
+
+    casts_weights = True
+    out_dtype = torch.float32
+
+    def reset_parameters(self):
+        return None
+
+    def forward(self, ids):
+        if self.qtype is None:
+            return F.embedding(ids, self.weight).to(self.out_dtype)
+        flat = ids.reshape(-1)
+        rows = self.weight.to(ids.device)[flat]
+        out = dequantize(rows, self.qtype, (flat.numel(), self.logical_shape[1]), self.out_dtype, "token_embd")
+        return out.reshape(*ids.shape, -1)
+
+
+gguf_ops = SimpleNamespace(
+    Linear=GGUFLinear, Conv3d=GGUFConv3d, LayerNorm=CastLayerNorm, RMSNorm=CastRMSNorm, Embedding=GGUFEmbedding
+)
+"""Operations for models loaded from GGUF (weights dequantized per call)."""
