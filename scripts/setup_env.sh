@@ -9,15 +9,18 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${WAN_PACK_CACHE:-$HOME/.cache/wan-video-pack}"
 VENV="$CACHE/venv"
+TORCH=2.9.1 TORCHVISION=0.24.1 TORCHAUDIO=2.9.1
 mkdir -p "$CACHE"
 
-stamp="$CACHE/.deps-$(cat "$here/requirements.txt" "$here/requirements-test.txt" | sha1sum | cut -c1-12)"
+stamp="$CACHE/.deps-$( (cat "$here/requirements.txt" "$here/requirements-test.txt"; echo "$TORCH") | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   echo "[setup] creating virtualenv in $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip wheel >/dev/null
-  # torch 2.14.1 + torchvision 0.29.1 (ComfyUI's model_base imports torchvision).
-  "$VENV/bin/pip" install -q torch==2.14.1 torchvision==0.29.1
+  # ComfyUI 0.30 imports torchvision and torchaudio at start-up; torchaudio's newest release (2.11)
+  # cannot pair with the torch 2.14.1 on this machine's disk, so the host venv uses the trio
+  # 2.9.1 / 0.24.1 / 2.9.1 from PyPI (about 2.5 minutes on these machines).
+  "$VENV/bin/pip" install -q "torch==$TORCH" "torchvision==$TORCHVISION" "torchaudio==$TORCHAUDIO"
   "$VENV/bin/pip" install -q -r "$here/requirements.txt" -r "$here/requirements-test.txt"
   # The official code is a reference only: no dependencies (they pull decord, flash-attn, ...).
   "$VENV/bin/pip" install -q --no-deps wan22==2.2.11
@@ -41,12 +44,12 @@ else
     rm -rf "$tmp"
   fi
 fi
-cstamp="$CACHE/.comfy-$(sha1sum "$COMFY/requirements.txt" | cut -c1-12)"
+cstamp="$CACHE/.comfy-$( (cat "$COMFY/requirements.txt"; echo "$TORCH") | sha1sum | cut -c1-12)"
 if [ ! -f "$cstamp" ]; then
   echo "[setup] installing ComfyUI requirements"
   # torch is already pinned; keep it (the constraint stops pip from pulling a CUDA build).
   grep -vE '^(torch|torchvision|torchaudio)([<>=~ ]|$)' "$COMFY/requirements.txt" > "$CACHE/comfy-req.txt"
-  echo "torch==2.14.1" > "$CACHE/torch-pin.txt"; echo "torchvision==0.29.1" >> "$CACHE/torch-pin.txt"
+  printf 'torch==%s\ntorchvision==%s\ntorchaudio==%s\n' "$TORCH" "$TORCHVISION" "$TORCHAUDIO" > "$CACHE/torch-pin.txt"
   "$VENV/bin/pip" install -q -r "$CACHE/comfy-req.txt" -c "$CACHE/torch-pin.txt"
   touch "$cstamp"
 fi

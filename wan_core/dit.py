@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from .attention import attention
@@ -266,10 +267,7 @@ class WanDiT(nn.Module):
         return self.unpatchify(out, grid)[:, :, :f, :h, :w]
 
     def unpatchify(self, x: torch.Tensor, grid) -> torch.Tensor:
-        """[B, F*H*W, c*pt*ph*pw] -> [B, c, F*pt, H*ph, W*pw]."""
-        c = self.config.out_channels
+        """[B, F*H*W, pt*ph*pw*c] -> [B, c, F*pt, H*ph, W*pw]."""
         pt, ph, pw = self.config.patch_size
         f, h, w = grid
-        x = x.reshape(x.shape[0], f, h, w, pt, ph, pw, c)
-        x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return x.reshape(x.shape[0], c, f * pt, h * ph, w * pw)
+        return rearrange(x, "b (f h w) (pt ph pw c) -> b c (f pt) (h ph) (w pw)", f=f, h=h, w=w, pt=pt, ph=ph, pw=pw)

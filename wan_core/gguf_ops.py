@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .gguf_dequant import dequantize
-from .ops import CastConv3d, CastLayerNorm, CastLinear, CastRMSNorm
+from .ops import CastConv3d, CastLayerNorm, CastLinear, CastRMSNorm, _PerCallCast
 
 
 class _Quantized:
@@ -50,10 +50,9 @@ class GGUFConv3d(_Quantized, CastConv3d):
         return self._conv_forward(x, self.quantized_weight(x), self._bias(x))
 
 
-class GGUFEmbedding(_Quantized, nn.Embedding):
+class GGUFEmbedding(_Quantized, _PerCallCast, nn.Embedding):
     """Token embeddings: only the looked-up rows are dequantized (umt5's table is 256k x 4096)."""
 
-    casts_weights = True
     out_dtype = torch.float32
 
     def reset_parameters(self):

@@ -51,10 +51,22 @@ def _cast_weight_bias(layer: nn.Module, x: torch.Tensor):
     return w, b
 
 
-class CastLinear(nn.Linear):
-    """A Linear whose stored weight may be of any dtype; cast to the input's dtype per call."""
+class _PerCallCast:
+    """Marks a layer as casting (and moving) its weights per call.
+
+    ``comfy_cast_weights``/``weight_function``/``bias_function`` are the attributes ComfyUI's
+    ModelPatcher looks for to decide a module may stay on the offload device (low-VRAM partial
+    loading); these layers always move their weights to the input's device, so that is safe.
+    """
 
     casts_weights = True
+    comfy_cast_weights = False
+    weight_function: list = []
+    bias_function: list = []
+
+
+class CastLinear(_PerCallCast, nn.Linear):
+    """A Linear whose stored weight may be of any dtype; cast to the input's dtype per call."""
 
     def reset_parameters(self):  # weights always come from a file; skip the random init
         return None
@@ -64,10 +76,8 @@ class CastLinear(nn.Linear):
         return F.linear(x, w, b)
 
 
-class CastConv3d(nn.Conv3d):
+class CastConv3d(_PerCallCast, nn.Conv3d):
     """Conv3d with per-call weight casting (the DiT's patch embedding)."""
-
-    casts_weights = True
 
     def reset_parameters(self):
         return None
@@ -77,10 +87,8 @@ class CastConv3d(nn.Conv3d):
         return self._conv_forward(x, w, b)
 
 
-class CastLayerNorm(nn.LayerNorm):
+class CastLayerNorm(_PerCallCast, nn.LayerNorm):
     """LayerNorm with per-call casting of its (optional) affine parameters."""
-
-    casts_weights = True
 
     def reset_parameters(self):
         return None
@@ -90,10 +98,8 @@ class CastLayerNorm(nn.LayerNorm):
         return F.layer_norm(x, self.normalized_shape, w, b, self.eps)
 
 
-class CastRMSNorm(nn.RMSNorm):
+class CastRMSNorm(_PerCallCast, nn.RMSNorm):
     """RMSNorm with per-call casting of its weight."""
-
-    casts_weights = True
 
     def reset_parameters(self):
         return None

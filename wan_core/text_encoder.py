@@ -84,8 +84,8 @@ class UMT5TextEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.compute_dtype = compute_dtype
 
-    @property
-    def device(self):
+    def weight_device(self) -> torch.device:
+        """Where the embedding table is (ComfyUI's ModelPatcher owns a ``device`` attribute; not this)."""
         return self.model.shared.weight.device
 
     def tokenize(self, prompts: Sequence[str]) -> List[List[int]]:
@@ -95,7 +95,7 @@ class UMT5TextEncoder(nn.Module):
     def encode_ids(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:
         """Token id lists -> [B, 512, d] fp32. Runs only up to the longest prompt (masked), then zero-pads."""
         longest = max(len(i) for i in ids)
-        device = self.device
+        device = self.weight_device()
         input_ids = torch.full((len(ids), longest), self.tokenizer.pad_id, dtype=torch.long, device=device)
         mask = torch.zeros((len(ids), longest), dtype=torch.long, device=device)
         for row, seq in enumerate(ids):

@@ -15,6 +15,7 @@ from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 CACHE_T = 2
@@ -328,20 +329,12 @@ class Decoder(nn.Module):
 
 
 def _patchify(x, p):
-    if p == 1:
-        return x
-    b, c, t, h, w = x.shape
-    x = x.view(b, c, t, h // p, p, w // p, p).permute(0, 1, 6, 4, 2, 3, 5)  # c r q
-    return x.reshape(b, c * p * p, t, h // p, w // p)
+    """Fold p x p pixel patches into channels (Wan2.2: 3 -> 12 channels), as the official layout."""
+    return x if p == 1 else rearrange(x, "b c f (h q) (w r) -> b (c r q) f h w", q=p, r=p)
 
 
 def _unpatchify(x, p):
-    if p == 1:
-        return x
-    b, cp, t, h, w = x.shape
-    c = cp // (p * p)
-    x = x.view(b, c, p, p, t, h, w).permute(0, 1, 4, 5, 3, 6, 2)  # b c t h q w r
-    return x.reshape(b, c, t, h * p, w * p)
+    return x if p == 1 else rearrange(x, "b (c r q) f h w -> b c f (h q) (w r)", q=p, r=p)
 
 
 class WanVAE(nn.Module):

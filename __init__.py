@@ -1,0 +1,8 @@
+"""Wan Video (wan_core) for ComfyUI: loaded by ComfyUI from custom_nodes/.
+
+The model code is the standalone ``wan_core`` package; ``nodes`` adapts it to ComfyUI.
+"""
+
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -1,0 +1,141 @@
+"""Everything the nodes need from ComfyUI, in one place: devices and dtypes, model files,
+ModelPatcher wrapping, loading right before use, progress with previews, interruption."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.ops
+import comfy.utils
+import folder_paths
+
+from ..wan_core.ops import FP8_DTYPES, cast_ops
+
+log = logging.getLogger("wan_core")
+
+DIT_KEY, TEXT_ENCODER_KEY, VAE_KEY = "wan_core_dit", "wan_core_text_encoders", "wan_core_vae"
+_EXTENSIONS = {".safetensors", ".sft", ".gguf"}
+
+
+def register_model_folders() -> None:
+    """Extra folder_paths keys that share core folders but also list .gguf (as ComfyUI-GGUF does)."""
+    for key, core in ((DIT_KEY, "diffusion_models"), (TEXT_ENCODER_KEY, "text_encoders"), (VAE_KEY, "vae")):
+        if key not in folder_paths.folder_names_and_paths:
+            paths = folder_paths.folder_names_and_paths[core][0]  # the same list: later additions show up
+            folder_paths.folder_names_and_paths[key] = (paths, _EXTENSIONS)
+
+
+def diffusers_folders(subfolder: str) -> List[str]:
+    """``diffusers/<name>`` entries for pipeline folders (models/diffusers) holding ``subfolder``."""
+    out = []
+    for base in folder_paths.get_folder_paths("diffusers"):
+        if not os.path.isdir(base):
+            continue
+        for name in sorted(os.listdir(base)):
+            if os.path.isdir(os.path.join(base, name, subfolder)):
+                out.append(f"diffusers/{name}")
+    return out
+
+
+def model_choices(key: str, subfolder: str) -> List[str]:
+    return sorted(folder_paths.get_filename_list(key)) + diffusers_folders(subfolder)
+
+
+def resolve_model(key: str, name: str, subfolder: str) -> str:
+    """A listed name -> full path; only names folder_paths (or models/diffusers) lists are accepted."""
+    if name.startswith("diffusers/"):
+        folder = name.split("/", 1)[1]
+        for base in folder_paths.get_folder_paths("diffusers"):
+            path = os.path.join(base, folder)
+            if os.path.isdir(os.path.join(path, subfolder)):
+                return path
+        raise FileNotFoundError(f"diffusers folder {folder!r} with a {subfolder}/ subfolder not found in models/diffusers")
+    return folder_paths.get_full_path_or_raise(key, name)
+
+
+def compute_dtype(device: torch.device, weight_dtype: Optional[torch.dtype] = None) -> torch.dtype:
+    """fp32 on the CPU; bf16 where the GPU supports it, else fp16 for fp16 weights, else fp32."""
+    if device.type == "cpu":
+        return torch.float32
+    if mm.should_use_bf16(device):
+        return torch.bfloat16
+    if weight_dtype == torch.float16 and mm.should_use_fp16(device):
+        return torch.float16
+    return torch.float32
+
+
+def dit_operations(path: str):
+    """ComfyUI's own casting layers where they fit; ours for scaled fp8 and GGUF (which comfy.ops'
+    plain layers cannot decode). Both kinds take part in ModelPatcher's partial loading."""
+    if path.lower().endswith(".gguf"):
+        from ..wan_core.gguf_ops import gguf_ops
+
+        return gguf_ops
+    if os.path.isfile(path):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            if any(k.endswith(".scale_weight") for k in f.keys()):
+                return cast_ops
+    return comfy.ops.manual_cast
+
+
+@dataclass
+class ManagedModel:
+    """A wan_core model wrapped for ComfyUI's memory manager, plus what the nodes need to know."""
+
+    model: torch.nn.Module
+    patcher: "comfy.model_patcher.ModelPatcher"
+    kind: str
+    source: str
+    info: dict = field(default_factory=dict)
+
+    def load(self, memory_required: int = 0) -> torch.device:
+        """Ask ComfyUI to make room and put the model on its device; returns that device."""
+        mm.load_models_gpu([self.patcher], memory_required=memory_required)
+        return self.patcher.load_device
+
+
+def manage(model, kind: str, source: str, load_device, offload_device, **info) -> ManagedModel:
+    model.to(offload_device)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    return ManagedModel(model, patcher, kind, source, info)
+
+
+def weight_dtype_choice(name: str) -> Optional[torch.dtype]:
+    return {"default": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
+            "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}[name]
+
+
+class Progress:
+    """ComfyUI progress bar with latent-to-RGB previews and interruption checks."""
+
+    def __init__(self, total: int, latent_channels: int, device):
+        import comfy.latent_formats
+        import latent_preview
+
+        self.bar = comfy.utils.ProgressBar(total)
+        fmt = comfy.latent_formats.Wan22() if latent_channels == 48 else comfy.latent_formats.Wan21()
+        self.previewer = latent_preview.get_previewer(device, fmt)
+
+    def __call__(self, step: int, total: int, x0: Optional[torch.Tensor]):
+        preview = None
+        if self.previewer is not None and x0 is not None:
+            preview = self.previewer.decode_latent_to_preview_image("JPEG", x0.float())
+        self.bar.update_absolute(step, total, preview)
+
+    @staticmethod
+    def should_stop() -> bool:
+        mm.throw_exception_if_processing_interrupted()  # raises ComfyUI's InterruptProcessingException
+        return False
+
+
+def is_fp8(dtype) -> bool:
+    return dtype in FP8_DTYPES

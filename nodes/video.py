@@ -1,0 +1,220 @@
+"""Video size (empty LATENT, optional TI2V start image), sampling and decoding nodes."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+import comfy.model_management as mm
+
+from ..wan_core.sampler import SamplerSettings, sample
+from ..wan_core.schedulers import DMD_TIMESTEPS, SCHEDULERS
+from ..wan_core.sizes import ASPECT_RATIOS, TIER_PIXELS, pixel_multiple, preset_size, snap_video_size
+from ..wan_core.vae import decode_tiled
+from .host import Progress
+from .prompts import embeddings_from_conditioning
+
+log = logging.getLogger("wan_core")
+CATEGORY = "Wan Video (wan_core)"
+START_KEY = "wan_core_start_latent"
+
+
+def _fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """IMAGE [N, H, W, 3] (0..1) -> first frame as [1, 3, 1, height, width] in [-1, 1], center-cropped."""
+    x = image[:1].movedim(-1, 1).float()
+    h, w = x.shape[-2:]
+    scale = max(width / w, height / h)
+    x = F.interpolate(x, size=(max(height, round(h * scale)), max(width, round(w * scale))), mode="bilinear",
+                      antialias=True, align_corners=False)
+    top, left = (x.shape[-2] - height) // 2, (x.shape[-1] - width) // 2
+    x = x[..., top: top + height, left: left + width]
+    return (x * 2 - 1).unsqueeze(2)
+
+
+class WanCoreVideoSize:
+    DESCRIPTION = ("An empty video latent for the VAE's model family, sized by width/height/frames or an aspect "
+                   "preset. Sizes snap to what the models accept (multiples of 16 for Wan2.1, 32 for Wan2.2; "
+                   "frames 4n+1) and the snapping is reported. Optional start image for the Wan2.2 TI2V-5B.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae": ("WANCORE_VAE", {"tooltip": "Decides latent channels and stride (Wan2.1: 16ch, /8; Wan2.2: 48ch, /16)."}),
+            "aspect_ratio": (["custom"] + list(ASPECT_RATIOS), {
+                "default": "custom", "tooltip": "custom uses width/height; a preset uses the resolution tier."}),
+            "resolution": (list(TIER_PIXELS), {"default": "480p", "tooltip": "Tier for aspect presets: 480p (832x480) "
+                                                                          "or 720p (1280x720; 1280x704 for the 5B)."}),
+            "width": ("INT", {"default": 832, "min": 16, "max": 4096, "step": 16, "tooltip": "Pixels (custom)."}),
+            "height": ("INT", {"default": 480, "min": 16, "max": 4096, "step": 16, "tooltip": "Pixels (custom)."}),
+            "frames": ("INT", {"default": 81, "min": 1, "max": 1025, "step": 4,
+                               "tooltip": "Video length; snapped to 4n+1 (81 = 5 s at 16 fps, 121 = 5 s at 24 fps)."}),
+            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Videos per run."}),
+        }, "optional": {
+            "start_image": ("IMAGE", {"tooltip": "Wan2.2 TI2V-5B only: the first frame of the video."}),
+        }}
+
+    RETURN_TYPES = ("LATENT", "INT", "INT", "INT")
+    RETURN_NAMES = ("latent", "width", "height", "frames")
+    OUTPUT_TOOLTIPS = ("Empty latent in raw VAE space, layout [B, C, T, H, W] as core Wan nodes use.",
+                       "Final width", "Final height", "Final frame count")
+    FUNCTION = "make"
+    CATEGORY = CATEGORY
+
+    def make(self, vae, aspect_ratio, resolution, width, height, frames, batch_size, start_image=None):
+        cfg = vae.model.config
+        multiple = pixel_multiple(cfg.stride[1])
+        if aspect_ratio != "custom":
+            width, height = preset_size(aspect_ratio, resolution, multiple)
+        size = snap_video_size(width, height, frames, multiple)
+        for note in size.notes:
+            log.warning("Wan video size: %s", note)
+        t, h, w = size.latent_shape(cfg.stride)
+        latent = {"samples": torch.zeros(batch_size, cfg.z_dim, t, h, w, device=mm.intermediate_device())}
+        if start_image is not None:
+            if cfg.z_dim != 48:
+                raise ValueError("a start image needs the Wan2.2 VAE (TI2V-5B); the Wan2.1 text-to-video models have "
+                                 "no image input")
+            device = vae.load()
+            pixels = _fit_image(start_image, size.width, size.height).to(device)
+            with torch.no_grad():
+                z = vae.model.encode(pixels).to(mm.intermediate_device()).repeat(batch_size, 1, 1, 1, 1)
+            latent["samples"][:, :, :1] = z
+            latent[START_KEY] = z
+        return (latent, size.width, size.height, size.frames)
+
+
+class WanCoreSampler:
+    DESCRIPTION = ("Generates a video latent with a Wan DiT: flow matching with UniPC (official default), DPM++ "
+                   "2M, Euler, or DMD 3-step (FastWan, no CFG). Connect a second DiT for Wan2.2 A14B: the first "
+                   "is the high-noise expert (t >= boundary), the second the low-noise expert.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "dit": ("WANCORE_DIT", {"tooltip": "The DiT (for A14B: the high-noise expert)."}),
+            "positive": ("CONDITIONING", {"tooltip": "Prompt embeddings (Wan Encode Prompts)."}),
+            "negative": ("CONDITIONING", {"tooltip": "Negative embeddings; unused when guidance is 1.0 or with DMD."}),
+            "latent": ("LATENT", {"tooltip": "From Wan Video Size (or a video latent to re-noise with denoise < 1)."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                             "tooltip": "Noise seed (CPU generator: same video on any device). Batch item i uses "
+                                        "seed + i."}),
+            "steps": ("INT", {"default": 30, "min": 1, "max": 200, "tooltip": "Denoising steps (DMD: 3)."}),
+            "guidance": ("FLOAT", {"default": 5.0, "min": 1.0, "max": 20.0, "step": 0.1,
+                                   "tooltip": "Classifier-free guidance. 1.0 skips the negative pass (half the work)."}),
+            "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 30.0, "step": 0.1,
+                                "tooltip": "Flow shift: 5 for 480p Wan2.1/5B (templates use 8), 12 for A14B."}),
+            "scheduler": (list(SCHEDULERS), {"default": "unipc",
+                                             "tooltip": "unipc (official), dpm++ (2M), euler, dmd (FastWan 3-step)."}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
+                                  "tooltip": "Below 1.0 the input latent is partially re-noised (video to video)."}),
+        }, "optional": {
+            "dit_low_noise": ("WANCORE_DIT", {"tooltip": "Wan2.2 A14B low-noise expert (used below the boundary)."}),
+            "guidance_low_noise": ("FLOAT", {"default": 3.0, "min": 1.0, "max": 20.0, "step": 0.1,
+                                             "tooltip": "Guidance for the low-noise expert (official: 3.0)."}),
+            "boundary": ("FLOAT", {"default": 0.875, "min": 0.0, "max": 1.0, "step": 0.005,
+                                   "tooltip": "Switch point as a fraction of t = 1000 (T2V A14B: 0.875)."}),
+            "cfg_mode": (["batched", "sequential"], {
+                "default": "batched", "tooltip": "batched runs positive and negative in one pass (faster); "
+                                                 "sequential uses less memory."}),
+        }}
+
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, scheduler, steps, guidance, denoise, **_):
+        if scheduler == "dmd":
+            if steps != len(DMD_TIMESTEPS):
+                return f"dmd runs {len(DMD_TIMESTEPS)} steps at t = {list(DMD_TIMESTEPS)}; set steps to 3"
+            if guidance != 1.0:
+                return "dmd (FastWan) is distilled without classifier-free guidance; set guidance to 1.0"
+            if denoise != 1.0:
+                return "dmd starts from pure noise; set denoise to 1.0"
+        return True
+
+    def run(self, dit, positive, negative, latent, seed, steps, guidance, shift, scheduler, denoise,
+            dit_low_noise=None, guidance_low_noise=3.0, boundary=0.875, cfg_mode="batched"):
+        samples = latent["samples"]
+        pos = embeddings_from_conditioning(positive, "positive")
+        neg = embeddings_from_conditioning(negative, "negative")
+        b = samples.shape[0]
+        for name, emb in (("positive", pos), ("negative", neg)):
+            if emb.shape[0] not in (1, b):
+                raise ValueError(f"{emb.shape[0]} {name} prompts for a batch of {b} latents; set batch_size to the "
+                                 "number of prompts (or use one prompt)")
+        settings = SamplerSettings(steps=steps, guidance=guidance, shift=shift, scheduler=scheduler, seed=seed,
+                                   denoise=denoise, boundary=boundary, guidance_low=guidance_low_noise,
+                                   batched_cfg=cfg_mode == "batched")
+        cfg = dit.model.config
+        tokens = samples.shape[2] * (samples.shape[3] // 2) * (samples.shape[4] // 2)
+        working = 2 * b * tokens * (cfg.ffn_dim + 6 * cfg.dim) * 4  # activations of one forward, with CFG batch
+
+        managed = {id(dit.model): dit}
+        if dit_low_noise is not None:
+            managed[id(dit_low_noise.model)] = dit_low_noise
+        progress = Progress(steps if scheduler != "dmd" else len(DMD_TIMESTEPS), cfg.latent_channels,
+                            dit.patcher.load_device)
+        start = latent.get("wan_core_start_latent")
+        out = sample(
+            dit.model, pos, neg, samples, settings,
+            model_low=None if dit_low_noise is None else dit_low_noise.model,
+            start_latent=start,
+            callback=progress,
+            should_stop=progress.should_stop,
+            prepare_model=lambda m: managed[id(m)].load(memory_required=working),
+        )
+        return ({"samples": out.to(mm.intermediate_device())},)
+
+
+class WanCoreDecode:
+    DESCRIPTION = ("Decodes a Wan video latent to IMAGE frames, one latent frame at a time (memory follows the "
+                   "frame size, not the length). Tiling decodes large frames in overlapping, blended tiles.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae": ("WANCORE_VAE", {"tooltip": "The VAE matching the DiT (Wan2.1 VAE for 1.3B/14B/A14B, Wan2.2 for 5B)."}),
+            "samples": ("LATENT", {"tooltip": "Video latent (ours or a core Wan node's)."}),
+            "tiled": ("BOOLEAN", {"default": False, "tooltip": "Decode in spatial tiles to save memory."}),
+            "tile_size": ("INT", {"default": 256, "min": 64, "max": 2048, "step": 32, "tooltip": "Tile size in pixels."}),
+            "tile_overlap": ("INT", {"default": 64, "min": 0, "max": 1024, "step": 16,
+                                     "tooltip": "Overlap in pixels, cross-faded."}),
+        }}
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("Frames [B*F, H, W, 3] in 0..1: connect to Create Video -> Save Video.",)
+    FUNCTION = "decode"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, tile_size, tile_overlap, **_):
+        if tile_overlap >= tile_size:
+            return f"tile_overlap ({tile_overlap}) must be smaller than tile_size ({tile_size})"
+        return True
+
+    def decode(self, vae, samples, tiled, tile_size, tile_overlap):
+        z = samples["samples"]
+        if z.dim() != 5:
+            raise ValueError(f"expected a video latent [B, C, T, H, W]; got shape {tuple(z.shape)} (an image latent?)")
+        device = vae.load()
+        stride = vae.model.config.stride[1]
+        import comfy.utils
+
+        bar = comfy.utils.ProgressBar(z.shape[0] * z.shape[2])
+        videos = []
+        with torch.no_grad():
+            for i in range(z.shape[0]):
+                zi = z[i: i + 1].to(device)
+                step = lambda k, n, i=i: (mm.throw_exception_if_processing_interrupted(),  # noqa: E731
+                                          bar.update_absolute(i * z.shape[2] + min(k, z.shape[2]), z.shape[0] * z.shape[2]))
+                if tiled:
+                    video = decode_tiled(vae.model, zi, max(1, tile_size // stride), tile_overlap // stride, step)
+                else:
+                    video = vae.model.decode(zi, step)
+                videos.append(((video[0].float() + 1) / 2).clamp(0, 1).permute(1, 2, 3, 0).to(mm.intermediate_device()))
+        return (torch.cat(videos),)

@@ -1,0 +1,199 @@
+"""Writes workflows/*.json: for each system a UI-format file (what the front end opens, with
+``properties.models`` on loader nodes as core templates have) and its API-format twin (what
+headless runs POST to /prompt), both from the one description below.
+
+    python scripts/build_workflows.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "workflows"
+
+# Wan's official default negative prompt, as the Encode Prompts node prefills it.
+NEG = ("色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
+       "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
+       "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走")
+
+HF = "https://huggingface.co"
+MODELS = {
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors": (
+        f"{HF}/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+        "text_encoders"),
+    "umt5-xxl-encoder-Q8_0.gguf": (f"{HF}/city96/umt5-xxl-encoder-gguf/resolve/main/umt5-xxl-encoder-Q8_0.gguf",
+                                   "text_encoders"),
+    "wan2.1_t2v_1.3B_fp16.safetensors": (
+        f"{HF}/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors",
+        "diffusion_models"),
+    "wan2.2_ti2v_5B_fp16.safetensors": (
+        f"{HF}/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/diffusion_models/wan2.2_ti2v_5B_fp16.safetensors",
+        "diffusion_models"),
+    "Wan2.2-T2V-A14B-HighNoise-Q4_K_M.gguf": (
+        f"{HF}/QuantStack/Wan2.2-T2V-A14B-GGUF/resolve/main/HighNoise/Wan2.2-T2V-A14B-HighNoise-Q4_K_M.gguf",
+        "diffusion_models"),
+    "Wan2.2-T2V-A14B-LowNoise-Q4_K_M.gguf": (
+        f"{HF}/QuantStack/Wan2.2-T2V-A14B-GGUF/resolve/main/LowNoise/Wan2.2-T2V-A14B-LowNoise-Q4_K_M.gguf",
+        "diffusion_models"),
+    "wan_2.1_vae.safetensors": (
+        f"{HF}/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/wan_2.1_vae.safetensors", "vae"),
+    "wan2.2_vae.safetensors": (
+        f"{HF}/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/vae/wan2.2_vae.safetensors", "vae"),
+}
+
+# Per node type: inputs in widget/slot order as (name, type, is_widget, optional) and outputs.
+SPECS = {
+    "WanCoreLoadTextEncoder": ([("text_encoder_name", "COMBO", 1, 0), ("device", "COMBO", 1, 0), ("dtype", "COMBO", 1, 0)],
+                               [("text_encoder", "WANCORE_TEXT_ENCODER")]),
+    "WanCoreLoadDiT": ([("dit_name", "COMBO", 1, 0), ("weight_dtype", "COMBO", 1, 0), ("attention", "COMBO", 1, 0)],
+                       [("dit", "WANCORE_DIT")]),
+    "WanCoreLoadVAE": ([("vae_name", "COMBO", 1, 0), ("dtype", "COMBO", 1, 0)], [("vae", "WANCORE_VAE")]),
+    "WanCoreEncodePrompts": ([("text_encoder", "WANCORE_TEXT_ENCODER", 0, 0), ("positive", "STRING", 1, 0),
+                              ("negative", "STRING", 1, 0), ("one_prompt_per_line", "BOOLEAN", 1, 0)],
+                             [("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
+    "WanCoreVideoSize": ([("vae", "WANCORE_VAE", 0, 0), ("aspect_ratio", "COMBO", 1, 0), ("resolution", "COMBO", 1, 0),
+                          ("width", "INT", 1, 0), ("height", "INT", 1, 0), ("frames", "INT", 1, 0),
+                          ("batch_size", "INT", 1, 0), ("start_image", "IMAGE", 0, 1)],
+                         [("latent", "LATENT"), ("width", "INT"), ("height", "INT"), ("frames", "INT")]),
+    "WanCoreSampler": ([("dit", "WANCORE_DIT", 0, 0), ("positive", "CONDITIONING", 0, 0),
+                        ("negative", "CONDITIONING", 0, 0), ("latent", "LATENT", 0, 0), ("seed", "INT", 1, 0),
+                        ("steps", "INT", 1, 0), ("guidance", "FLOAT", 1, 0), ("shift", "FLOAT", 1, 0),
+                        ("scheduler", "COMBO", 1, 0), ("denoise", "FLOAT", 1, 0), ("dit_low_noise", "WANCORE_DIT", 0, 1),
+                        ("guidance_low_noise", "FLOAT", 1, 1), ("boundary", "FLOAT", 1, 1), ("cfg_mode", "COMBO", 1, 1)],
+                       [("latent", "LATENT")]),
+    "WanCoreDecode": ([("vae", "WANCORE_VAE", 0, 0), ("samples", "LATENT", 0, 0), ("tiled", "BOOLEAN", 1, 0),
+                       ("tile_size", "INT", 1, 0), ("tile_overlap", "INT", 1, 0)], [("frames", "IMAGE")]),
+    "CreateVideo": ([("images", "IMAGE", 0, 0), ("fps", "FLOAT", 1, 0), ("audio", "AUDIO", 0, 1),
+                     ("bit_depth", "INT", 1, 1)], [("VIDEO", "VIDEO")]),
+    "SaveVideo": ([("video", "VIDEO", 0, 0), ("filename_prefix", "STRING", 1, 0), ("format", "COMBO", 1, 0),
+                   ("codec", "COMBO", 1, 0)], [("video", "VIDEO")]),
+}
+LOADER_MODEL_INPUT = {"WanCoreLoadTextEncoder": "text_encoder_name", "WanCoreLoadDiT": "dit_name",
+                      "WanCoreLoadVAE": "vae_name"}
+
+
+def link(node: int, slot: int = 0):
+    return ("link", node, slot)
+
+
+def system(name, title, te, dits, vae, prompt, size, sampler, fps):
+    """The node list of one text-to-video graph (ids are stable: they appear in API files)."""
+    nodes = {
+        1: ("WanCoreLoadTextEncoder", {"text_encoder_name": te, "device": "default", "dtype": "default"}),
+        2: ("WanCoreLoadDiT", {"dit_name": dits[0], "weight_dtype": "default", "attention": "sdpa"}),
+        3: ("WanCoreLoadVAE", {"vae_name": vae, "dtype": "fp32"}),
+        4: ("WanCoreEncodePrompts", {"text_encoder": link(1), "positive": prompt, "negative": NEG,
+                                     "one_prompt_per_line": False}),
+        5: ("WanCoreVideoSize", {"vae": link(3), **size, "batch_size": 1}),
+        6: ("WanCoreSampler", {"dit": link(2), "positive": link(4, 0), "negative": link(4, 1), "latent": link(5),
+                               **sampler}),
+        7: ("WanCoreDecode", {"vae": link(3), "samples": link(6), "tiled": False, "tile_size": 256,
+                              "tile_overlap": 64}),
+        8: ("CreateVideo", {"images": link(7), "fps": fps, "bit_depth": 8}),
+        9: ("SaveVideo", {"video": link(8), "filename_prefix": f"wan_core/{name}", "format": "mp4", "codec": "auto"}),
+    }
+    if len(dits) > 1:
+        nodes[10] = ("WanCoreLoadDiT", {"dit_name": dits[1], "weight_dtype": "default", "attention": "sdpa"})
+        nodes[6][1]["dit_low_noise"] = link(10)
+    return {"name": name, "title": title, "nodes": nodes}
+
+
+PROMPT = ("A red fox trots through fresh snow in a birch forest at golden hour, its breath visible, the camera "
+          "tracking alongside at a low angle, cinematic lighting, shallow depth of field.")
+
+SYSTEMS = [
+    system("wan2.1_t2v_1.3B", "Wan2.1 T2V 1.3B (text to video, 480p)", "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+           ["wan2.1_t2v_1.3B_fp16.safetensors"], "wan_2.1_vae.safetensors", PROMPT,
+           dict(aspect_ratio="16:9", resolution="480p", width=832, height=480, frames=81),
+           dict(seed=42, steps=30, guidance=6.0, shift=8.0, scheduler="unipc", denoise=1.0), 16),
+    system("wan2.2_ti2v_5B", "Wan2.2 TI2V-5B (text to video, 720p)", "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+           ["wan2.2_ti2v_5B_fp16.safetensors"], "wan2.2_vae.safetensors", PROMPT,
+           dict(aspect_ratio="16:9", resolution="720p", width=1280, height=704, frames=121),
+           dict(seed=42, steps=20, guidance=5.0, shift=8.0, scheduler="unipc", denoise=1.0), 24),
+    system("fastwan2.2_ti2v_5B_dmd", "FastWan2.2 TI2V-5B (DMD, 3 steps, no CFG)", "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+           ["diffusers/FastWan2.2-TI2V-5B-FullAttn-Diffusers"], "wan2.2_vae.safetensors", PROMPT,
+           dict(aspect_ratio="16:9", resolution="720p", width=1280, height=704, frames=121),
+           dict(seed=42, steps=3, guidance=1.0, shift=5.0, scheduler="dmd", denoise=1.0), 24),
+    system("wan2.2_t2v_A14B_gguf", "Wan2.2 T2V A14B, two GGUF experts (Q4_K_M)", "umt5-xxl-encoder-Q8_0.gguf",
+           ["Wan2.2-T2V-A14B-HighNoise-Q4_K_M.gguf", "Wan2.2-T2V-A14B-LowNoise-Q4_K_M.gguf"],
+           "wan_2.1_vae.safetensors", PROMPT,
+           dict(aspect_ratio="16:9", resolution="480p", width=832, height=480, frames=81),
+           dict(seed=42, steps=40, guidance=4.0, shift=12.0, scheduler="unipc", denoise=1.0,
+                guidance_low_noise=3.0, boundary=0.875, cfg_mode="batched"), 16),
+]
+
+
+def api_format(sysdef) -> dict:
+    out = {}
+    for nid, (ctype, inputs) in sysdef["nodes"].items():
+        vals = {k: ([str(v[1]), v[2]] if isinstance(v, tuple) else v) for k, v in inputs.items()}
+        out[str(nid)] = {"class_type": ctype, "inputs": vals, "_meta": {"title": ctype}}
+    return out
+
+
+def ui_format(sysdef) -> dict:
+    links, ui_nodes = [], []
+    node_links = {}
+    for nid, (ctype, inputs) in sysdef["nodes"].items():
+        for name, v in inputs.items():
+            if isinstance(v, tuple):
+                links.append([len(links) + 1, v[1], v[2], nid, name])
+    cols = {1: (0, 0), 2: (0, 260), 10: (0, 430), 3: (0, 600), 4: (420, 0), 5: (420, 470), 6: (880, 120),
+            7: (1300, 120), 8: (1300, 400), 9: (1640, 120)}
+    for order, (nid, (ctype, inputs)) in enumerate(sorted(sysdef["nodes"].items())):
+        spec_in, spec_out = SPECS[ctype]
+        ins, widgets = [], []
+        for name, typ, is_widget, optional in spec_in:
+            if is_widget:
+                if name in inputs:
+                    widgets.append(inputs[name])
+                    if name == "seed":
+                        widgets.append("fixed")
+                continue
+            lid = next((l[0] for l in links if l[3] == nid and l[4] == name), None)
+            if lid is not None or not optional:
+                ins.append({"name": name, "type": typ, "link": lid})
+            elif optional:
+                ins.append({"name": name, "type": typ, "link": None, "shape": 7})
+        outs = []
+        for slot, (oname, otyp) in enumerate(spec_out):
+            ls = [l[0] for l in links if l[1] == nid and l[2] == slot]
+            outs.append({"name": oname, "type": otyp, "links": ls, "slot_index": slot})
+        props = {"Node name for S&R": ctype}
+        if ctype in LOADER_MODEL_INPUT:
+            fname = inputs[LOADER_MODEL_INPUT[ctype]]
+            if fname in MODELS:
+                url, directory = MODELS[fname]
+                props["models"] = [{"name": fname, "url": url, "directory": directory}]
+        x, y = cols.get(nid, (0, 0))
+        ui_nodes.append({"id": nid, "type": ctype, "pos": [x, y], "size": [380, 160], "flags": {}, "order": order,
+                         "mode": 0, "inputs": ins, "outputs": outs, "properties": props, "widgets_values": widgets})
+    # slot numbers of link targets, as the front end stores them
+    ui_links = []
+    for lid, src, sslot, dst, dname in links:
+        dtype = next(i["type"] for i in next(n for n in ui_nodes if n["id"] == dst)["inputs"] if i["name"] == dname)
+        dslot = [i["name"] for i in next(n for n in ui_nodes if n["id"] == dst)["inputs"]].index(dname)
+        ui_links.append([lid, src, sslot, dst, dslot, dtype])
+    return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, sysdef["name"])), "revision": 0,
+            "last_node_id": max(sysdef["nodes"]), "last_link_id": len(ui_links), "nodes": ui_nodes,
+            "links": ui_links, "groups": [], "config": {},
+            "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}, "title": sysdef["title"],
+                      "wan_core_api_twin": f"{sysdef['name']}_api.json"},
+            "version": 0.4}
+
+
+def main():
+    OUT.mkdir(exist_ok=True)
+    for s in SYSTEMS:
+        (OUT / f"{s['name']}.json").write_text(json.dumps(ui_format(s), indent=2, ensure_ascii=False) + "\n")
+        (OUT / f"{s['name']}_api.json").write_text(json.dumps(api_format(s), indent=2, ensure_ascii=False) + "\n")
+        print("wrote", s["name"])
+
+
+if __name__ == "__main__":
+    main()

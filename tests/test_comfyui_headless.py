@@ -1,0 +1,241 @@
+"""The pack inside a real ComfyUI started headless: every workflow over HTTP, mp4s checked with
+PyAV, validation errors, cancel, a burst of prompts, interop with core nodes, and the UI files
+checked against their API twins and the live /object_info."""
+
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from comfy_server import ComfyServer
+from references import comfy_path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from stand_in_models import write_stand_ins  # noqa: E402
+
+WORKFLOWS = ["wan2.1_t2v_1.3B", "wan2.2_ti2v_5B", "fastwan2.2_ti2v_5B_dmd", "wan2.2_t2v_A14B_gguf"]
+# Tiny stand-in models on a CPU: small sizes, few steps (A14B: 4 steps at shift 12 = 3 high + 1 low).
+SMALL = {"wan2.1_t2v_1.3B": (64, 48), "wan2.2_ti2v_5B": (64, 64), "fastwan2.2_ti2v_5B_dmd": (96, 64),
+         "wan2.2_t2v_A14B_gguf": (80, 48)}
+FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+
+
+def load_api(name):
+    return json.loads((ROOT / "workflows" / f"{name}_api.json").read_text())
+
+
+def load_ui(name):
+    return json.loads((ROOT / "workflows" / f"{name}.json").read_text())
+
+
+def shrink(wf, name, frames=9, steps=None, seed=None):
+    wf = copy.deepcopy(wf)
+    w, h = SMALL[name]
+    wf["5"]["inputs"].update(aspect_ratio="custom", width=w, height=h, frames=frames)
+    if wf["6"]["inputs"]["scheduler"] != "dmd":
+        wf["6"]["inputs"]["steps"] = steps or (4 if "A14B" in name else 3)
+    if seed is not None:
+        wf["6"]["inputs"]["seed"] = seed
+    return wf
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    models = write_stand_ins(tmp_path_factory.mktemp("models"))
+    s = ComfyServer(comfy_path(), models, tmp_path_factory.mktemp("comfyui")).start()
+    yield s
+    s.stop()
+
+
+def run_ok(server, wf, timeout=600):
+    status, body = server.queue(wf)
+    assert status == 200, body
+    entry = server.wait(body["prompt_id"], timeout)
+    assert entry["status"]["status_str"] == "success", (entry["status"], server.read_log()[-3000:])
+    return entry
+
+
+def probe_mp4(path):
+    import av
+
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        frames = sum(1 for _ in c.decode(stream))
+        return frames, stream.codec_context.width, stream.codec_context.height, float(stream.average_rate)
+
+
+# -- the pack loads ------------------------------------------------------------------------------
+
+
+def test_nodes_registered_without_import_errors(server):
+    info = server.get("/object_info")
+    ours = {k for k in info if k.startswith("WanCore")}
+    assert ours == {"WanCoreLoadTextEncoder", "WanCoreLoadDiT", "WanCoreLoadVAE", "WanCoreEncodePrompts",
+                    "WanCoreVideoSize", "WanCoreSampler", "WanCoreDecode"}
+    assert "IMPORT FAILED" not in server.read_log()
+    dits = info["WanCoreLoadDiT"]["input"]["required"]["dit_name"][0]
+    assert "Wan2.2-T2V-A14B-HighNoise-Q4_K_M.gguf" in dits and "diffusers/FastWan2.2-TI2V-5B-FullAttn-Diffusers" in dits
+    for node in ours:  # every input has a tooltip, every node a description
+        assert info[node]["description"], node
+        for group in ("required", "optional"):
+            for name, spec in info[node]["input"].get(group, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{node}.{name} has no tooltip"
+
+
+# -- each system end to end ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_workflow_runs_and_writes_mp4(server, name):
+    wf = shrink(load_api(name), name)
+    entry = run_ok(server, wf)
+    files = server.output_files(entry, ".mp4")
+    assert len(files) == 1 and files[0].exists(), entry["outputs"]
+    frames, width, height, fps = probe_mp4(files[0])
+    w, h = SMALL[name]
+    assert (frames, width, height) == (9, w, h)
+    assert fps == wf["8"]["inputs"]["fps"]
+
+
+def test_progress_previews_and_expert_switch_logged(server):
+    log = server.read_log()
+    assert "Traceback" not in log, log[-4000:]
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+def test_bad_values_give_400_with_node_errors(server):
+    wf = shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B")
+    wf["6"]["inputs"]["scheduler"] = "ddim"
+    status, body = server.queue(wf)
+    assert status == 400 and "6" in body["node_errors"], body
+    assert "ddim" in json.dumps(body["node_errors"]["6"])
+    wf = shrink(load_api("fastwan2.2_ti2v_5B_dmd"), "fastwan2.2_ti2v_5B_dmd")
+    wf["6"]["inputs"]["steps"] = 8
+    status, body = server.queue(wf)
+    assert status == 400 and "dmd runs 3 steps" in json.dumps(body["node_errors"]), body
+    wf = shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B")
+    wf["2"]["inputs"]["dit_name"] = "not_downloaded.safetensors"
+    status, body = server.queue(wf)
+    assert status == 400 and "2" in body["node_errors"], body
+
+
+def test_runtime_error_is_clear_and_server_survives(server):
+    """A Wan2.2 (48-channel) latent given to the Wan2.1 DiT: a clear error, then the server still works."""
+    wf = shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B")
+    wf["3"]["inputs"]["vae_name"] = "wan2.2_vae.safetensors"
+    wf["5"]["inputs"].update(width=64, height=64)
+    status, body = server.queue(wf)
+    assert status == 200
+    entry = server.wait(body["prompt_id"])
+    assert entry["status"]["status_str"] == "error"
+    messages = json.dumps(entry["status"]["messages"])
+    assert "48 channels but the DiT" in messages and "VAE" in messages
+    run_ok(server, shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", seed=7))
+
+
+def test_cancel_then_next_prompt_runs(server):
+    wf = shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", steps=150, seed=11)
+    status, body = server.queue(wf)
+    assert status == 200
+    deadline = time.time() + 120
+    while time.time() < deadline and not server.get("/queue")["queue_running"]:
+        time.sleep(0.1)
+    time.sleep(1.0)  # inside the sampling loop
+    server.post("/interrupt")
+    entry = server.wait(body["prompt_id"])
+    assert entry["status"]["status_str"] == "error"
+    assert "execution_interrupted" in json.dumps(entry["status"]["messages"])
+    run_ok(server, shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", seed=12))
+
+
+def test_ten_prompts_queued_at_once_all_complete(server):
+    ids = []
+    for i in range(10):
+        status, body = server.queue(shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", seed=1000 + i, steps=2))
+        assert status == 200
+        ids.append(body["prompt_id"])
+    for pid in ids:
+        assert server.wait(pid, 900)["status"]["status_str"] == "success"
+
+
+# -- interoperation with core nodes -------------------------------------------------------------------
+
+
+def test_our_latent_decodes_with_core_vae_and_core_latent_with_ours(server):
+    wf = shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", seed=21)
+    wf["20"] = {"class_type": "VAELoader", "inputs": {"vae_name": "wan_2.1_vae.safetensors"}}
+    wf["7"] = {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["20", 0]}}
+    entry = run_ok(server, wf)
+    frames, w, h, _ = probe_mp4(server.output_files(entry, ".mp4")[0])
+    assert (frames, w, h) == (9, 64, 48)
+
+    wf = shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", seed=22)
+    wf["5"] = {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 64, "height": 48, "length": 9,
+                                                                   "batch_size": 1}}
+    entry = run_ok(server, wf)
+    frames, w, h, _ = probe_mp4(server.output_files(entry, ".mp4")[0])
+    assert (frames, w, h) == (9, 64, 48)
+
+
+def test_batch_of_prompts_one_per_line(server):
+    wf = shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", seed=31)
+    wf["4"]["inputs"].update(positive="a cat on grass\n一只猫在草地上散步", one_prompt_per_line=True)
+    wf["5"]["inputs"]["batch_size"] = 2
+    entry = run_ok(server, wf)
+    frames, _, _, _ = probe_mp4(server.output_files(entry, ".mp4")[0])
+    assert frames == 18  # two videos of 9 frames, concatenated by CreateVideo
+
+
+# -- the workflow files ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_ui_file_matches_api_twin_and_object_info(server, name):
+    info = server.get("/object_info")
+    ui, api = load_ui(name), load_api(name)
+    nodes = {n["id"]: n for n in ui["nodes"] if n["type"] not in FRONTEND_ONLY}
+    assert {str(i) for i in nodes} == set(api)
+    links = {l[0]: l for l in ui["links"]}
+    for nid, node in nodes.items():
+        ctype = node["type"]
+        assert ctype in info, f"{ctype} is not a node type of this server"
+        assert api[str(nid)]["class_type"] == ctype
+        spec = info[ctype]["input"]
+        order = info[ctype].get("input_order", {})
+        widget_names = []
+        for group in ("required", "optional"):
+            for iname in order.get(group, list(spec.get(group, {}))):
+                itype = spec[group][iname][0]
+                if isinstance(itype, list) or itype in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO") or (
+                        isinstance(itype, str) and itype.startswith("COMFY_DYNAMICCOMBO")):
+                    if iname in api[str(nid)]["inputs"] or group == "required":
+                        widget_names.append(iname)
+                        if spec[group][iname][1].get("control_after_generate"):
+                            widget_names.append("control_after_generate")
+        assert len(node["widgets_values"]) == len(widget_names), (ctype, node["widgets_values"], widget_names)
+        api_in = api[str(nid)]["inputs"]
+        values = dict(zip(widget_names, node["widgets_values"]))
+        for iname, v in values.items():
+            if iname != "control_after_generate":
+                assert api_in[iname] == v, (ctype, iname)
+                options = spec.get("required", {}).get(iname) or spec.get("optional", {}).get(iname)
+                if isinstance(options[0], list) and ctype.startswith("WanCore") and "name" not in iname:
+                    assert v in options[0], (ctype, iname, v)
+        for inp in node["inputs"]:
+            if inp["link"] is None:
+                continue
+            lid, src, sslot, dst, dslot, ltype = links[inp["link"]]
+            assert dst == nid and nodes[src]["outputs"][sslot]["type"] == ltype == inp["type"]
+            assert api_in[inp["name"]] == [str(src), sslot]
+            assert info[nodes[src]["type"]]["output"][sslot] == ltype
+        if ctype.startswith("WanCoreLoad"):
+            models = node["properties"].get("models", [])
+            for m in models:
+                assert m["url"].startswith("https://") and m["directory"] in ("diffusion_models", "text_encoders", "vae")
+                assert m["name"] in json.dumps(api_in)
