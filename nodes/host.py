@@ -139,3 +139,25 @@ class Progress:
 
 def is_fp8(dtype) -> bool:
     return dtype in FP8_DTYPES
+
+
+def check_schema(node_cls, **values):
+    """ComfyUI skips its own list/min/max checks for inputs a VALIDATE_INPUTS names: redo them.
+
+    Returns an error message, or None when every value fits the node's INPUT_TYPES.
+    """
+    spec = node_cls.INPUT_TYPES()
+    for group in ("required", "optional"):
+        for name, entry in spec.get(group, {}).items():
+            if name not in values:
+                continue
+            kind, opts, value = entry[0], (entry[1] if len(entry) > 1 else {}), values[name]
+            if isinstance(kind, list) and value not in kind:
+                choices = kind if len(kind) <= 20 else f"{len(kind)} files in the model folders"
+                return f"{name}: {value!r} is not one of {choices}"
+            if kind in ("INT", "FLOAT"):
+                if "min" in opts and value < opts["min"]:
+                    return f"{name}: {value} is below the minimum {opts['min']}"
+                if "max" in opts and value > opts["max"]:
+                    return f"{name}: {value} is above the maximum {opts['max']}"
+    return None

@@ -10,7 +10,7 @@ from ..wan_core.attention import available_backends
 from ..wan_core.dit_loader import load_dit
 from ..wan_core.text_encoder import load_text_encoder
 from ..wan_core.vae_loader import load_vae
-from .host import (DIT_KEY, TEXT_ENCODER_KEY, VAE_KEY, compute_dtype, dit_operations, manage, model_choices,
+from .host import (DIT_KEY, check_schema, TEXT_ENCODER_KEY, VAE_KEY, compute_dtype, dit_operations, manage, model_choices,
                    resolve_model, weight_dtype_choice)
 
 CATEGORY = "Wan Video (wan_core)/loaders"
@@ -45,10 +45,11 @@ class WanCoreLoadDiT:
 
     @classmethod
     def VALIDATE_INPUTS(cls, dit_name, weight_dtype, attention):
+        error = check_schema(cls, dit_name=dit_name, weight_dtype=weight_dtype, attention=attention)
+        if error:
+            return error
         if str(dit_name).lower().endswith(".gguf") and weight_dtype != "default":
             return f"{dit_name} is GGUF: it keeps its own quantization; set weight_dtype to default"
-        if attention not in available_backends():
-            return f"attention backend {attention!r} is not installed here; available: {available_backends()}"
         return True
 
     def load(self, dit_name, weight_dtype, attention):

@@ -13,7 +13,7 @@ from ..wan_core.sampler import SamplerSettings, sample
 from ..wan_core.schedulers import DMD_TIMESTEPS, SCHEDULERS
 from ..wan_core.sizes import ASPECT_RATIOS, TIER_PIXELS, pixel_multiple, preset_size, snap_video_size
 from ..wan_core.vae import decode_tiled
-from .host import Progress
+from .host import Progress, check_schema
 from .prompts import embeddings_from_conditioning
 
 log = logging.getLogger("wan_core")
@@ -126,7 +126,10 @@ class WanCoreSampler:
     CATEGORY = CATEGORY
 
     @classmethod
-    def VALIDATE_INPUTS(cls, scheduler, steps, guidance, denoise, **_):
+    def VALIDATE_INPUTS(cls, scheduler, steps, guidance, denoise):
+        error = check_schema(cls, scheduler=scheduler, steps=steps, guidance=guidance, denoise=denoise)
+        if error:
+            return error
         if scheduler == "dmd":
             if steps != len(DMD_TIMESTEPS):
                 return f"dmd runs {len(DMD_TIMESTEPS)} steps at t = {list(DMD_TIMESTEPS)}; set steps to 3"
@@ -192,7 +195,10 @@ class WanCoreDecode:
     CATEGORY = CATEGORY
 
     @classmethod
-    def VALIDATE_INPUTS(cls, tile_size, tile_overlap, **_):
+    def VALIDATE_INPUTS(cls, tile_size, tile_overlap):
+        error = check_schema(cls, tile_size=tile_size, tile_overlap=tile_overlap)
+        if error:
+            return error
         if tile_overlap >= tile_size:
             return f"tile_overlap ({tile_overlap}) must be smaller than tile_size ({tile_size})"
         return True

@@ -54,6 +54,7 @@ class GGUFEmbedding(_Quantized, _PerCallCast, nn.Embedding):
     """Token embeddings: only the looked-up rows are dequantized (umt5's table is 256k x 4096)."""
 
     out_dtype = torch.float32
+    bias = None  # ComfyUI's ModelPatcher looks for weight and bias on every castable module
 
     def reset_parameters(self):
         return None

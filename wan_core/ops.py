@@ -101,6 +101,8 @@ class CastLayerNorm(_PerCallCast, nn.LayerNorm):
 class CastRMSNorm(_PerCallCast, nn.RMSNorm):
     """RMSNorm with per-call casting of its weight."""
 
+    bias = None  # ComfyUI's ModelPatcher reads weight and bias of every castable module
+
     def reset_parameters(self):
         return None
 
