@@ -167,3 +167,11 @@ def test_errors(tmp_path, umt5):
     (tmp_path / "models_t5_umt5-xxl-enc-bf16.pth").write_bytes(b"x")
     with pytest.raises(CheckpointError, match="pickle"):
         load_text_encoder(tmp_path / "models_t5_umt5-xxl-enc-bf16.pth")
+
+
+def test_truncated_text_encoder_file(tmp_path, umt5):
+    _, path = umt5
+    data = path.read_bytes()
+    (tmp_path / "umt5_xxl_fp16.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="umt5_xxl_fp16.safetensors .*truncated or corrupt.*umt5"):
+        load_text_encoder(tmp_path / "umt5_xxl_fp16.safetensors")

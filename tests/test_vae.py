@@ -201,3 +201,13 @@ def test_tiled_decode_rejects_bad_overlap():
     m = ours(TINY21, random_vae_state(TINY21))
     with pytest.raises(ValueError, match="overlap 8 must be smaller than the tile size 8"):
         decode_tiled(m, torch.zeros(1, 16, 1, 20, 20), tile=8, overlap=8)
+
+
+def test_truncated_vae_file(tmp_path):
+    from wan_core.safetensors_io import CheckpointError
+
+    save_file(random_vae_state(TINY21), str(tmp_path / "full.safetensors"))
+    data = (tmp_path / "full.safetensors").read_bytes()
+    (tmp_path / "wan_2.1_vae.safetensors").write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match="wan_2.1_vae.safetensors .*truncated or corrupt.*Wan VAE"):
+        load_vae(tmp_path / "wan_2.1_vae.safetensors")
