@@ -143,8 +143,10 @@ def ui_format(sysdef) -> dict:
         for name, v in inputs.items():
             if isinstance(v, tuple):
                 links.append([len(links) + 1, v[1], v[2], nid, name])
-    cols = {1: (0, 0), 2: (0, 260), 10: (0, 430), 3: (0, 600), 4: (420, 0), 5: (420, 470), 6: (880, 120),
-            7: (1300, 120), 8: (1300, 400), 9: (1640, 120)}
+    # (x, y, width, height) per node id: loaders left, prompts and size next, sampler, then output
+    cols = {1: (0, 0, 400, 130), 2: (0, 170, 400, 130), 10: (0, 340, 400, 130), 3: (0, 510, 400, 110),
+            4: (440, 0, 440, 420), 5: (440, 460, 440, 290), 6: (920, 0, 400, 380), 7: (1360, 0, 360, 170),
+            8: (1360, 220, 360, 130), 9: (1760, 0, 420, 170)}
     for order, (nid, (ctype, inputs)) in enumerate(sorted(sysdef["nodes"].items())):
         spec_in, spec_out = SPECS[ctype]
         ins, widgets = [], []
@@ -170,8 +172,8 @@ def ui_format(sysdef) -> dict:
             if fname in MODELS:
                 url, directory = MODELS[fname]
                 props["models"] = [{"name": fname, "url": url, "directory": directory}]
-        x, y = cols.get(nid, (0, 0))
-        ui_nodes.append({"id": nid, "type": ctype, "pos": [x, y], "size": [380, 160], "flags": {}, "order": order,
+        x, y, w, h = cols[nid]
+        ui_nodes.append({"id": nid, "type": ctype, "pos": [x, y], "size": [w, h], "flags": {}, "order": order,
                          "mode": 0, "inputs": ins, "outputs": outs, "properties": props, "widgets_values": widgets})
     # slot numbers of link targets, as the front end stores them
     ui_links = []
@@ -182,7 +184,7 @@ def ui_format(sysdef) -> dict:
     return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, sysdef["name"])), "revision": 0,
             "last_node_id": max(sysdef["nodes"]), "last_link_id": len(ui_links), "nodes": ui_nodes,
             "links": ui_links, "groups": [], "config": {},
-            "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}, "title": sysdef["title"],
+            "extra": {"ds": {"scale": 0.7, "offset": [80, 80]}, "title": sysdef["title"],
                       "wan_core_api_twin": f"{sysdef['name']}_api.json"},
             "version": 0.4}
 

@@ -239,3 +239,39 @@ def test_ui_file_matches_api_twin_and_object_info(server, name):
             for m in models:
                 assert m["url"].startswith("https://") and m["directory"] in ("diffusion_models", "text_encoders", "vae")
                 assert m["name"] in json.dumps(api_in)
+
+
+def test_front_end_opens_every_workflow(server, tmp_path):
+    """Each UI file opened in the real front end (headless Chromium): every node resolves, no
+    missing-node or error dialog, no page errors. Screenshots go to $WAN_PACK_SCREENSHOTS if set."""
+    import os
+    import shutil
+    import subprocess
+
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    playwright = os.environ.get("PLAYWRIGHT_CORE", "")
+    if not (chromium and shutil.which("node") and os.path.exists(playwright)):
+        pytest.skip("the front-end check needs Chromium, Node.js and playwright-core; scripts/setup_env.sh installs "
+                    "them when run as root (apt-get install chromium)")
+    shots = Path(os.environ.get("WAN_PACK_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    assert server.post("/settings/Comfy.TutorialCompleted", True)[0] == 200  # no first-run templates dialog
+    control = load_ui(WORKFLOWS[0])  # a negative control: the check must flag an unknown node type
+    control["nodes"][0]["type"] = "NotARealNode"
+    (tmp_path / "control.json").write_text(json.dumps(control))
+    files = [str(ROOT / "workflows" / f"{n}.json") for n in WORKFLOWS] + [str(tmp_path / "control.json")]
+    out = subprocess.run(["node", str(ROOT / "tests" / "browser" / "open_workflows.mjs"), server.url, str(shots), *files],
+                         capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, CHROMIUM=chromium, PLAYWRIGHT_CORE=playwright))
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["consoleErrors"] == []
+    *ours, flagged = report["results"]
+    for item, name in zip(ours, WORKFLOWS):
+        expected = {str(n["id"]): n["type"] for n in load_ui(name)["nodes"]}
+        assert {str(n["id"]): n["type"] for n in item["nodes"]} == expected
+        assert all(n["resolved"] and not n["has_errors"] for n in item["nodes"]), item
+        assert item["dialogs"] == [] and item["toasts"] == [], (item["dialogs"], item["toasts"])
+        assert (shots / f"{name}.png").stat().st_size > 10_000
+    bad = [n for n in flagged["nodes"] if not n["resolved"]]
+    assert [n["type"] for n in bad] == ["NotARealNode"] and bad[0]["has_errors"]
