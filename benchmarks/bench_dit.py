@@ -74,7 +74,6 @@ def bench_forward(args):
           f"{args.frames} frames {args.width}x{args.height} -> latent {lat}, {tokens} tokens, 512 text tokens; "
           f"median of {args.runs} after 1 warm-up; memory = peak RSS growth during the forward")
     print(table(rows, ["implementation", "forward", "peak mem", "time vs ours", "mem vs ours"]))
-    del ours, native, diff
     return sd
 
 
@@ -89,7 +88,7 @@ def bench_load(cfg_name, sd):
         rows = []
         for name, cmd in [("ours: load_dit (keeps bf16)", [probe, path]),
                           ("ours: load_dit -> fp8", [probe, path, "--weight-dtype", "fp8"]),
-                          ("safetensors.torch.load_file", [ref, path])]:
+                          ("load_file + load_state_dict (copy)", [ref, path])]:
             r = json.loads(subprocess.run([sys.executable, *cmd], capture_output=True, text=True,
                                           check=True).stdout.strip().splitlines()[-1])
             rows.append([name, f"{r['seconds']:.2f} s", gib(r["model_bytes"]), gib(r["peak_growth"]),

@@ -44,7 +44,7 @@ def main():
 
     from diffusers import UniPCMultistepScheduler, WanPipeline
 
-    from test_vae import TINY21, random_vae_state
+    from test_vae import TINY21
     from diffusers import AutoencoderKLWan
 
     dvae = AutoencoderKLWan(base_dim=TINY21.dim, z_dim=16)  # output_type="latent": never decoded

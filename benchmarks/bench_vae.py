@@ -64,7 +64,8 @@ t0 = time.perf_counter()
 if sys.argv[1] == "ours":
     from wan_core.text_encoder import load_text_encoder
     enc = load_text_encoder(sys.argv[2])
-    size = sum(t.numel() * t.element_size() for t in enc.model.state_dict().values() if t is not None)
+    unique = {t.data_ptr(): t for t in enc.model.state_dict().values() if t is not None}  # shared = embed_tokens
+    size = sum(t.numel() * t.element_size() for t in unique.values())
 else:
     from references import comfy
     sd_mod, utils = comfy("comfy.sd"), comfy("comfy.utils")
@@ -121,10 +122,12 @@ def main():
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--skip-text-encoder", action="store_true")
+    ap.add_argument("--skip-decode", action="store_true")
     ap.add_argument("--tmp", default=None, help="folder for the 6.7 GB umt5 test file")
     args = ap.parse_args()
-    with torch.no_grad():
-        bench_decode(args)
+    if not args.skip_decode:
+        with torch.no_grad():
+            bench_decode(args)
     if not args.skip_text_encoder:
         bench_text_encoder(args)
 

@@ -138,8 +138,7 @@ def api_format(sysdef) -> dict:
 
 def ui_format(sysdef) -> dict:
     links, ui_nodes = [], []
-    node_links = {}
-    for nid, (ctype, inputs) in sysdef["nodes"].items():
+    for nid, (_ctype, inputs) in sysdef["nodes"].items():
         for name, v in inputs.items():
             if isinstance(v, tuple):
                 links.append([len(links) + 1, v[1], v[2], nid, name])

@@ -38,7 +38,7 @@ def write_stand_ins(root: Path) -> Path:
 
     from test_vae import TINY21, TINY22, random_vae_state
     from tiny_gguf import write_umt5_gguf, write_wan_gguf
-    from tiny_models import TINY_T2V, TINY_TI2V, fp8_state, random_dit_state, write_diffusers_folder
+    from tiny_models import TINY_T2V, TINY_TI2V, random_dit_state, write_diffusers_folder
     from tiny_text import tiny_umt5_state, train_spiece, write_comfy_umt5
 
     root = Path(root)

@@ -1,6 +1,5 @@
 """Every DiT file layout and weight dtype loads and matches the fp32 original; bad files get clear errors."""
 
-import json
 
 import pytest
 import torch

@@ -320,3 +320,14 @@ def test_low_noise_expert_is_prepared_only_at_the_switch():
            model_low=low, prepare_model=lambda m: events.append(("prepare", "high" if m is high else "low", hc.calls)))
     switch = int((make_schedule("unipc", 10, 12.0).timesteps >= 875).sum())
     assert events == [("prepare", "high", 0), ("prepare", "low", switch)]
+
+
+@torch.no_grad()
+def test_cached_text_kv_equals_per_step_projection():
+    model = tiny_dit(TINY_T2V, seed=1)
+    pos, neg = _texts()
+    outs = [sample(model, pos, neg, torch.zeros(LATENT), SamplerSettings(steps=3, guidance=5.0, cache_text_kv=c,
+                                                                         batched_cfg=bc))
+            for c in (True, False) for bc in (True, False)]
+    for o in outs[1:]:
+        assert rel_err(o, outs[0]) < 1e-5

@@ -9,7 +9,8 @@ Timesteps are [B] (Wan2.1, Wan2.2 A14B) or [B, L] per token (Wan2.2 TI2V-5B).
 from __future__ import annotations
 
 import math
-from typing import Optional
+from dataclasses import dataclass
+from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,25 @@ from .dit_config import WanDiTConfig
 from .ops import run_layer
 
 FP32 = torch.float32
+
+
+@dataclass
+class TextContext:
+    """Projected text for every block: the embedded context and each block's cross-attention
+    keys/values. Text is the same at every sampling step, so these are computed once per run."""
+
+    embedded: torch.Tensor
+    kv: List[Tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def batch(self) -> int:
+        return self.embedded.shape[0]
+
+    @staticmethod
+    def cat(first: "TextContext", second: "TextContext") -> "TextContext":
+        """Stack two contexts along the batch (cond + uncond for batched CFG)."""
+        return TextContext(torch.cat([first.embedded, second.embedded]),
+                           [(torch.cat([k1, k2]), torch.cat([v1, v2])) for (k1, v1), (k2, v2) in zip(first.kv, second.kv)])
 
 
 def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
@@ -108,10 +128,15 @@ class SelfAttention(nn.Module):
 class CrossAttention(SelfAttention):
     """Unmasked attention from video tokens to the (512, zero-padded) text tokens."""
 
-    def forward(self, x, context, dtype, backend):
-        q = self._project_q(x, dtype).to(dtype)
+    def project_text(self, context, dtype):
+        """Keys and values of the text, in the compute dtype (reusable across steps)."""
         k, v = self._project_kv(context, dtype)
-        out = attention(q, k.to(dtype), v, backend)
+        return k.to(dtype), v
+
+    def forward(self, x, context, dtype, backend, kv=None):
+        q = self._project_q(x, dtype).to(dtype)
+        k, v = kv if kv is not None else self.project_text(context, dtype)
+        out = attention(q, k, v, backend)
         return run_layer(self.o, out, dtype)
 
 
@@ -138,7 +163,7 @@ class TransformerBlock(nn.Module):
         )
         self.modulation = nn.Parameter(torch.empty(1, 6, dim))
 
-    def forward(self, x, e0, index, rope, context, dtype, backend):
+    def forward(self, x, e0, index, rope, context, dtype, backend, kv=None):
         # x: [B, L, dim] fp32 residual; e0: [U, 6, dim] fp32 per distinct timestep.
         e = self.modulation.to(device=x.device, dtype=FP32) + e0
         shift1, scale1, gate1, shift2, scale2, gate2 = (_pick(e[:, i], index) for i in range(6))
@@ -146,7 +171,7 @@ class TransformerBlock(nn.Module):
         h = run_layer(self.norm1, x, FP32) * (1 + scale1) + shift1
         x = x + self.self_attn(h, rope, dtype, backend) * gate1
 
-        x = x + self.cross_attn(run_layer(self.norm3, x, FP32), context, dtype, backend)
+        x = x + self.cross_attn(run_layer(self.norm3, x, FP32), context, dtype, backend, kv)
 
         h = run_layer(self.norm2, x, FP32) * (1 + scale2) + shift2
         h = F.gelu(run_layer(self.ffn[0], h, dtype), approximate="tanh")
@@ -216,6 +241,11 @@ class WanDiT(nn.Module):
         ctx = F.gelu(run_layer(self.text_embedding[0], ctx, dtype), approximate="tanh")
         return run_layer(self.text_embedding[2], ctx, dtype)
 
+    def prepare_text(self, context) -> TextContext:
+        """umt5 output -> a :class:`TextContext` (embedding + every block's text keys/values)."""
+        embedded = self.embed_text(context)
+        return TextContext(embedded, [b.cross_attn.project_text(embedded, self.compute_dtype) for b in self.blocks])
+
     def embed_time(self, t: torch.Tensor, batch: int, tokens: int):
         """(e [U, dim], e0 [U, 6, dim], index [B, 1 or L]) for timesteps [B] or per-token [B, L]."""
         if t.dim() == 0:
@@ -239,8 +269,9 @@ class WanDiT(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, context, text_embedded: bool = False) -> torch.Tensor:
         """Predict the flow velocity for latents x [B, C, F, H, W] at timesteps t (0..1000).
 
-        ``t`` is [B] or per-token [B, F*H/2*W/2]; ``context`` is umt5 output [B, <=512, 4096]
-        (or, with ``text_embedded``, the result of :meth:`embed_text`).  Returns fp32 [B, C_out, F, H, W].
+        ``t`` is [B] or per-token [B, F*H/2*W/2]; ``context`` is umt5 output [B, <=512, 4096], a
+        :class:`TextContext` from :meth:`prepare_text`, or (with ``text_embedded``) the result of
+        :meth:`embed_text`.  Returns fp32 [B, C_out, F, H, W].
         """
         cfg = self.config
         if x.dim() != 5 or x.shape[1] != cfg.in_channels:
@@ -256,13 +287,17 @@ class WanDiT(nn.Module):
         tokens = tokens.flatten(2).transpose(1, 2)
 
         e, e0, index = self.embed_time(t.to(x.device), b, tokens.shape[1])
-        ctx = context if text_embedded else self.embed_text(context)
+        kvs = [None] * len(self.blocks)
+        if isinstance(context, TextContext):
+            ctx, kvs = context.embedded, context.kv
+        else:
+            ctx = context if text_embedded else self.embed_text(context)
         if ctx.shape[0] != b:
             raise ValueError(f"{ctx.shape[0]} text embeddings for a batch of {b} latents")
         rope = self.rope(grid, x.device)
 
-        for block in self.blocks:
-            tokens = block(tokens, e0, index, rope, ctx, self.compute_dtype, self.attention_backend)
+        for block, kv in zip(self.blocks, kvs):
+            tokens = block(tokens, e0, index, rope, ctx, self.compute_dtype, self.attention_backend, kv)
         out = self.head(tokens, e, index)
         return self.unpatchify(out, grid)[:, :, :f, :h, :w]
 

@@ -21,7 +21,7 @@ IQ4_KVALUES = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 
 
 
 def _f16(b: torch.Tensor) -> torch.Tensor:
-    return b.contiguous().view(torch.float16).to(torch.float32)
+    return b.view(torch.float16).to(torch.float32)
 
 
 def _split(blocks: torch.Tensor, *sizes: int):
@@ -33,121 +33,119 @@ def _split(blocks: torch.Tensor, *sizes: int):
     return out
 
 
-def _nibbles(qs: torch.Tensor, n: int, groups: int) -> torch.Tensor:
-    """Low then high 4-bit halves of each byte group: [n, groups, 2, len] & 0xF."""
-    shifts = torch.tensor([0, 4], dtype=torch.uint8, device=qs.device).view(1, 1, 2, 1)
-    return (qs.reshape(n, groups, 1, -1) >> shifts) & 0x0F
+# Bit fields are unpacked in uint8 (one byte per value), converted to fp32 once, and the scales
+# applied in place: fewer full-size temporaries is what makes these fast on CPUs and GPUs alike.
+# Float operations keep gguf.quants' order, so fp32 results stay bit-identical.
 
 
-def _bits(q: torch.Tensor, n: int, width: int, count: int) -> torch.Tensor:
-    shifts = torch.arange(0, width * count, width, dtype=torch.uint8, device=q.device).view(1, 1, count, 1)
-    return q.reshape(n, -1, 1, 32) >> shifts
+def _fields(q: torch.Tensor, width: int, count: int, groups: int) -> torch.Tensor:
+    """Split each byte of q [n, groups*L] into ``count`` fields of ``width`` bits, low first:
+    [n, groups, count, L] (the ggml layout: field k of every byte forms the k-th run of L values)."""
+    n = q.shape[0]
+    q = q.reshape(n, groups, 1, -1)
+    mask = (1 << width) - 1
+    return torch.cat([(q >> (width * k)) & mask if k else q & mask for k in range(count)], dim=2)
+
+
+def _nibbles(qs: torch.Tensor) -> torch.Tensor:
+    """[n, 16] bytes -> [n, 32]: the 16 low nibbles, then the 16 high ones."""
+    return torch.cat([qs & 0x0F, qs >> 4], dim=1)
+
+
+def _q5_high(qh: torch.Tensor) -> torch.Tensor:
+    """The 32 high bits of a Q5 block (a little-endian uint32 in 4 bytes), one per value."""
+    return torch.stack([(qh >> k) & 1 for k in range(8)], dim=2).reshape(qh.shape[0], 32)
 
 
 def q4_0(b):
-    n = b.shape[0]
     d, qs = _split(b, 2)
-    q = _nibbles(qs, n, 1).reshape(n, -1).to(torch.int8) - 8
-    return _f16(d) * q.to(torch.float32)
+    return _nibbles(qs).to(torch.float32).sub_(8).mul_(_f16(d))
 
 
 def q4_1(b):
-    n = b.shape[0]
     d, m, qs = _split(b, 2, 2)
-    q = _nibbles(qs, n, 1).reshape(n, -1).to(torch.float32)
-    return _f16(d) * q + _f16(m)
-
-
-def _q5_high(qh: torch.Tensor, n: int) -> torch.Tensor:
-    words = qh.contiguous().view(torch.int32).reshape(n, 1)
-    return ((words >> torch.arange(32, dtype=torch.int32, device=qh.device).view(1, 32)) & 1).to(torch.uint8)
+    return _nibbles(qs).to(torch.float32).mul_(_f16(d)).add_(_f16(m))
 
 
 def q5_0(b):
-    n = b.shape[0]
     d, qh, qs = _split(b, 2, 4)
-    ql = _nibbles(qs, n, 1).reshape(n, -1)
-    q = (ql | (_q5_high(qh, n) << 4)).to(torch.int8) - 16
-    return _f16(d) * q.to(torch.float32)
+    q = _nibbles(qs) | (_q5_high(qh) << 4)
+    return q.to(torch.float32).sub_(16).mul_(_f16(d))
 
 
 def q5_1(b):
-    n = b.shape[0]
     d, m, qh, qs = _split(b, 2, 2, 4)
-    ql = _nibbles(qs, n, 1).reshape(n, -1)
-    q = (ql | (_q5_high(qh, n) << 4)).to(torch.float32)
-    return (_f16(d) * q) + _f16(m)
+    q = _nibbles(qs) | (_q5_high(qh) << 4)
+    return q.to(torch.float32).mul_(_f16(d)).add_(_f16(m))
 
 
 def q8_0(b):
     d, x = _split(b, 2)
-    return x.contiguous().view(torch.int8).to(torch.float32) * _f16(d)
+    return x.view(torch.int8).to(torch.float32).mul_(_f16(d))
 
 
 def q2_k(b):
     n = b.shape[0]
     scales, qs, d, dmin = _split(b, QK_K // 16, QK_K // 4, 2)
-    d, dmin = _f16(d), _f16(dmin)
-    dl = (d * (scales & 0xF).to(torch.float32)).reshape(n, QK_K // 16, 1)
-    ml = (dmin * (scales >> 4).to(torch.float32)).reshape(n, QK_K // 16, 1)
-    q = (_bits(qs, n, 2, 4) & 3).reshape(n, QK_K // 16, 16).to(torch.float32)
-    return (dl * q - ml).reshape(n, -1)
+    dl = (_f16(d) * (scales & 0xF).to(torch.float32)).reshape(n, QK_K // 16, 1)
+    ml = (_f16(dmin) * (scales >> 4).to(torch.float32)).reshape(n, QK_K // 16, 1)
+    q = _fields(qs, 2, 4, 2).reshape(n, QK_K // 16, 16).to(torch.float32)
+    return q.mul_(dl).sub_(ml).reshape(n, QK_K)
 
 
 def q3_k(b):
     n = b.shape[0]
     hmask, qs, scales, d = _split(b, QK_K // 8, QK_K // 4, 12)
-    d = _f16(d)
-    dev = b.device
-    lsc = (scales[:, :8].reshape(n, 1, 8) >> torch.tensor([0, 4], dtype=torch.uint8, device=dev).view(1, 2, 1)).reshape(n, 16)
-    hsc = (scales[:, 8:].reshape(n, 1, 4) >> torch.tensor([0, 2, 4, 6], dtype=torch.uint8, device=dev).view(1, 4, 1)).reshape(n, 16)
-    sc = ((lsc & 0x0F) | ((hsc & 0x03) << 4)).to(torch.int8) - 32
-    dl = (d * sc.to(torch.float32)).reshape(n, 16, 1)
-    ql = _bits(qs, n, 2, 4).reshape(n, 16, QK_K // 16) & 3
-    qh = (_bits(hmask, n, 1, 8).reshape(n, 16, QK_K // 16) & 1) ^ 1
-    q = (ql.to(torch.int8) - (qh << 2).to(torch.int8)).to(torch.float32)
-    return (dl * q).reshape(n, QK_K)
+    lsc = torch.cat([scales[:, :8] & 0x0F, scales[:, :8] >> 4], dim=1)
+    hsc = _fields(scales[:, 8:], 2, 4, 1).reshape(n, 16)
+    sc = (lsc | (hsc << 4)).view(torch.int8) - 32
+    dl = (_f16(d) * sc.to(torch.float32)).reshape(n, 16, 1)
+    ql = _fields(qs, 2, 4, 2).reshape(n, 16, QK_K // 16)
+    qh = _fields(hmask, 1, 8, 1).reshape(n, 16, QK_K // 16) ^ 1
+    q = ql.view(torch.int8) - (qh << 2).view(torch.int8)
+    return q.to(torch.float32).mul_(dl).reshape(n, QK_K)
 
 
 def _scale_min_k4(scales: torch.Tensor, n: int):
     s = scales.reshape(n, 3, 4)
-    d, m, m_d = s[:, 0:1], s[:, 1:2], s[:, 2:3]
+    d, m, m_d = s[:, 0], s[:, 1], s[:, 2]
     sc = torch.cat([d & 0x3F, (m_d & 0x0F) | ((d >> 2) & 0x30)], dim=-1)
     mn = torch.cat([m & 0x3F, (m_d >> 4) | ((m >> 2) & 0x30)], dim=-1)
-    return sc.reshape(n, 8), mn.reshape(n, 8)
+    return sc, mn
+
+
+def _k4_scales(d, dmin, scales, n):
+    sc, mn = _scale_min_k4(scales, n)
+    return ((_f16(d) * sc.to(torch.float32)).reshape(n, -1, 1),
+            (_f16(dmin) * mn.to(torch.float32)).reshape(n, -1, 1))
 
 
 def q4_k(b):
     n = b.shape[0]
     d, dmin, scales, qs = _split(b, 2, 2, K_SCALE_SIZE)
-    sc, mn = _scale_min_k4(scales, n)
-    dd = (_f16(d) * sc.to(torch.float32)).reshape(n, -1, 1)
-    dm = (_f16(dmin) * mn.to(torch.float32)).reshape(n, -1, 1)
-    q = _nibbles(qs, n, 4).reshape(n, -1, 32).to(torch.float32)
-    return (dd * q - dm).reshape(n, QK_K)
+    dd, dm = _k4_scales(d, dmin, scales, n)
+    q = _fields(qs, 4, 2, 4).reshape(n, -1, 32).to(torch.float32)
+    return q.mul_(dd).sub_(dm).reshape(n, QK_K)
 
 
 def q5_k(b):
     n = b.shape[0]
     d, dmin, scales, qh, qs = _split(b, 2, 2, K_SCALE_SIZE, QK_K // 8)
-    sc, mn = _scale_min_k4(scales, n)
-    dd = (_f16(d) * sc.to(torch.float32)).reshape(n, -1, 1)
-    dm = (_f16(dmin) * mn.to(torch.float32)).reshape(n, -1, 1)
-    ql = _nibbles(qs, n, 4).reshape(n, -1, 32)
-    hi = (_bits(qh, n, 1, 8) & 1).reshape(n, -1, 32)
+    dd, dm = _k4_scales(d, dmin, scales, n)
+    ql = _fields(qs, 4, 2, 4).reshape(n, -1, 32)
+    hi = _fields(qh, 1, 8, 1).reshape(n, -1, 32)
     q = (ql | (hi << 4)).to(torch.float32)
-    return (dd * q - dm).reshape(n, QK_K)
+    return q.mul_(dd).sub_(dm).reshape(n, QK_K)
 
 
 def q6_k(b):
     n = b.shape[0]
     ql, qh, scales, d = _split(b, QK_K // 2, QK_K // 4, QK_K // 16)
-    dd = (_f16(d) * scales.contiguous().view(torch.int8).to(torch.float32)).reshape(n, QK_K // 16, 1)
-    lo = (ql.reshape(n, -1, 1, 64) >> torch.tensor([0, 4], dtype=torch.uint8, device=b.device).view(1, 1, 2, 1)) & 0x0F
-    lo = lo.reshape(n, -1, 32)
-    hi = (_bits(qh, n, 2, 4) & 0x03).reshape(n, -1, 32)
-    q = (lo | (hi << 4)).to(torch.int8) - 32
-    return (dd * q.reshape(n, QK_K // 16, -1).to(torch.float32)).reshape(n, QK_K)
+    dd = (_f16(d) * scales.view(torch.int8).to(torch.float32)).reshape(n, QK_K // 16, 1)
+    lo = _fields(ql, 4, 2, 2).reshape(n, -1, 32)
+    hi = _fields(qh, 2, 4, 2).reshape(n, -1, 32)
+    q = (lo | (hi << 4)).view(torch.int8) - 32
+    return q.reshape(n, QK_K // 16, -1).to(torch.float32).mul_(dd).reshape(n, QK_K)
 
 
 def _kvalues(device):
@@ -155,10 +153,8 @@ def _kvalues(device):
 
 
 def iq4_nl(b):
-    n = b.shape[0]
     d, qs = _split(b, 2)
-    q = _nibbles(qs, n, 1).reshape(n, -1).long()
-    return _f16(d) * _kvalues(b.device)[q]
+    return _kvalues(b.device)[_nibbles(qs).long()].mul_(_f16(d))
 
 
 def iq4_xs(b):
@@ -167,12 +163,11 @@ def iq4_xs(b):
     dev = b.device
     sh = sh.contiguous().view(torch.int16).reshape(n, 1, 1)
     sh = (sh >> torch.arange(0, 16, 2, dtype=torch.int16, device=dev).view(1, -1, 1)).reshape(n, -1).to(torch.uint8) & 0x03
-    sl = (sl.reshape(n, -1, 1) >> torch.tensor([0, 4], dtype=torch.uint8, device=dev).view(1, 1, 2)).reshape(n, -1) & 0x0F
-    sc = (sl | (sh << 4)).to(torch.int8) - 32
+    sl = torch.stack([sl & 0x0F, sl >> 4], dim=2).reshape(n, -1)
+    sc = (sl | (sh << 4)).view(torch.int8) - 32
     dl = (_f16(d) * sc.to(torch.float32)).reshape(n, -1, 1)
-    q = (qs.reshape(n, -1, 1, 16) >> torch.tensor([0, 4], dtype=torch.uint8, device=dev).view(1, 1, 2, 1))
-    q = (q.reshape(n, -1, 32) & 0x0F).long()
-    return (dl * _kvalues(dev)[q]).reshape(n, -1)
+    q = _fields(qs, 4, 2, QK_K // 32).reshape(n, -1, 32)
+    return _kvalues(dev)[q.long()].mul_(dl).reshape(n, -1)
 
 
 def _kernels() -> Dict[int, Callable]:

@@ -9,7 +9,6 @@ plus the largest tensor), and nothing of the file stays mapped afterwards.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path

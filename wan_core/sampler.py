@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
 from . import latent as latent_space
+from .dit import TextContext
 from .schedulers import DMD_TIMESTEPS, SCHEDULERS, make_schedule, make_solver
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,10 @@ class SamplerSettings:
     guidance_low: Optional[float] = None
     dmd_timesteps: Sequence[int] = DMD_TIMESTEPS
     batched_cfg: bool = True
+    # Project the text's cross-attention keys/values once per run instead of every step. It saves
+    # 2-8% for short clips and under 1% past a few thousand video tokens, while it holds
+    # layers x 2 x [B, 512, dim] in memory; None = only when the video has <= 4096 tokens.
+    cache_text_kv: Optional[bool] = None
 
     def validate(self):
         if self.scheduler not in SCHEDULERS:
@@ -132,17 +137,31 @@ def sample(
         x[:, :, :1] = fixed
     tokens_per_frame = (h // model.config.patch_size[1]) * (w // model.config.patch_size[2])
 
+    tokens = frames * tokens_per_frame
+    cache_kv = settings.cache_text_kv if settings.cache_text_kv is not None else tokens <= 4096
+
     def prepared(m, emb):
-        return None if emb is None else m.embed_text(emb.to(device).expand(b, -1, -1) if emb.shape[0] == 1 else emb.to(device))
+        emb = emb.to(device).expand(b, -1, -1) if emb.shape[0] == 1 else emb.to(device)
+        return m.prepare_text(emb) if cache_kv else m.embed_text(emb)
+
+    def stacked(first, second):
+        return TextContext.cat(first, second) if cache_kv else torch.cat([first, second])
 
     texts = {}
 
-    def activate(m):
-        """Prepare an expert on first use: load hook, then its text projection (reused every step)."""
+    def activate(m, g):
+        """An expert's text, projected once per run (embedding + every block's keys/values); the
+        load hook runs first, right before the expert is first used."""
         if id(m) not in texts:
             if prepare_model is not None:
                 prepare_model(m)
-            texts[id(m)] = (prepared(m, positive), prepared(m, negative) if use_cfg else None)
+            pos_ctx = prepared(m, positive)
+            if g == 1.0 or settings.scheduler == "dmd":
+                texts[id(m)] = (pos_ctx, None, None)
+            elif settings.batched_cfg:
+                texts[id(m)] = (None, None, stacked(pos_ctx, prepared(m, negative)))
+            else:
+                texts[id(m)] = (pos_ctx, prepared(m, negative), None)
         return texts[id(m)]
 
     boundary_t = settings.boundary * 1000
@@ -152,12 +171,12 @@ def sample(
         high = model_low is None or t >= boundary_t
         m = model if high else model_low
         g = settings.guidance if high else guidance_low
-        pos, neg = activate(m)
+        pos, neg, both = activate(m, g)
         tt = _token_timesteps(t, b, frames, tokens_per_frame, fixed is not None, device)
         if settings.scheduler == "dmd" or g == 1.0:
             v = m(x, tt, pos, text_embedded=True)
         elif settings.batched_cfg:
-            v_cond, v_uncond = m(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([pos, neg]), text_embedded=True).chunk(2)
+            v_cond, v_uncond = m(torch.cat([x, x]), torch.cat([tt, tt]), both, text_embedded=True).chunk(2)
             v = v_uncond + g * (v_cond - v_uncond)
         else:
             v_cond = m(x, tt, pos, text_embedded=True)
