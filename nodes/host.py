@@ -16,7 +16,7 @@ import comfy.ops
 import comfy.utils
 import folder_paths
 
-from ..wan_core.ops import FP8_DTYPES, cast_ops
+from ..wan_core.ops import cast_ops
 
 log = logging.getLogger("wan_core")
 
@@ -135,10 +135,6 @@ class Progress:
     def should_stop() -> bool:
         mm.throw_exception_if_processing_interrupted()  # raises ComfyUI's InterruptProcessingException
         return False
-
-
-def is_fp8(dtype) -> bool:
-    return dtype in FP8_DTYPES
 
 
 def check_schema(node_cls, **values):

@@ -161,7 +161,7 @@ class WanCoreSampler:
             managed[id(dit_low_noise.model)] = dit_low_noise
         progress = Progress(steps if scheduler != "dmd" else len(DMD_TIMESTEPS), cfg.latent_channels,
                             dit.patcher.load_device)
-        start = latent.get("wan_core_start_latent")
+        start = latent.get(START_KEY)
         out = sample(
             dit.model, pos, neg, samples, settings,
             model_low=None if dit_low_noise is None else dit_low_noise.model,

@@ -37,10 +37,10 @@ def storage_dtype(name: str, file_dtype: torch.dtype, weight_dtype: Optional[tor
         return file_dtype
     if weight_dtype is None:
         return file_dtype
-    if weight_dtype in FP8_DTYPES and not name.endswith(".weight"):
-        return torch.bfloat16 if file_dtype != torch.float32 else torch.float32  # biases stay wide
-    if weight_dtype in FP8_DTYPES and name.startswith(("patch_embedding", "time_", "head.", "text_embedding")):
-        return file_dtype  # fp32 regions and the small embeddings are not worth fp8 rounding
+    if weight_dtype in FP8_DTYPES and (
+        not name.endswith(".weight") or name.startswith(("patch_embedding", "time_", "head.", "text_embedding"))
+    ):
+        return file_dtype  # biases, fp32 regions and the small embeddings are not worth fp8 rounding
     return weight_dtype
 
 
