@@ -14,18 +14,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from common import status_bytes  # noqa: E402
 from wan_core import load_dit  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp8": torch.float8_e4m3fn}
-
-
-def status_bytes(field: str) -> int:
-    """A /proc/self/status memory field (VmRSS now, VmHWM peak of this address space) in bytes."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field}")
 
 
 def rss_bytes() -> int:

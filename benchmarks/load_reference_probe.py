@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from load_probe import status_bytes  # noqa: E402
+from common import status_bytes  # noqa: E402
 from wan_core import WanDiT, config_from_state_dict  # noqa: E402
 
 before = status_bytes("VmRSS")

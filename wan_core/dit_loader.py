@@ -16,7 +16,7 @@ from torch import nn
 from .dit import WanDiT
 from .dit_config import ModelLayoutError, WanDiTConfig, config_from_state_dict
 from .keymap import to_official_names
-from .ops import FP8_DTYPES, cast_ops
+from .ops import FP8_DTYPES, attach_scale_weight, cast_ops
 from .safetensors_io import SafetensorsCheckpoint
 
 log = logging.getLogger(__name__)
@@ -115,9 +115,7 @@ def load_dit(
         t = ck.ckpt.read(key, storage_dtype(name, ck.dtype_of(name), weight_dtype))
         tensors[name] = t.to(device) if str(device) != "cpu" else t
     for module_name, key in ck.scales.items():
-        module = model.get_submodule(module_name)
-        module.register_buffer("scale_weight", torch.empty((), device="meta"))
-        tensors[f"{module_name}.scale_weight"] = ck.ckpt.read(key, torch.float32).reshape(()).to(device)
+        attach_scale_weight(model, module_name, ck.ckpt.read(key, torch.float32).to(device), tensors)
     assign_parameters(model, tensors, ck.ckpt.source.name)
     log.info("loaded %s (%s) from %s", ck.config.family, _dtype_summary(tensors), ck.ckpt.source)
     return model.eval()

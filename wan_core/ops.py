@@ -38,6 +38,13 @@ def run_layer(layer: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Te
     return layer(x.to(weight.dtype)).to(dtype)
 
 
+def attach_scale_weight(model: nn.Module, module_name: str, scale: torch.Tensor, tensors: dict) -> None:
+    """Give a (meta-built) layer the ComfyUI scaled-fp8 ``scale_weight`` buffer its cast applies, and
+    put the fp32 scalar into ``tensors`` under that buffer's state-dict key for assignment."""
+    model.get_submodule(module_name).register_buffer("scale_weight", torch.empty((), device="meta"))
+    tensors[f"{module_name}.scale_weight"] = scale.to(torch.float32).reshape(())
+
+
 def _cast_weight_bias(layer: nn.Module, x: torch.Tensor):
     """The layer's weight and bias in ``x``'s dtype and device, with a ComfyUI fp8 scale applied."""
     weight = layer.weight

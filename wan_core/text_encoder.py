@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .dit_loader import assign_parameters
-from .ops import FP8_DTYPES, cast_ops
+from .ops import FP8_DTYPES, attach_scale_weight, cast_ops
 from .safetensors_io import CheckpointError, SafetensorsCheckpoint
 from .tokenizer import TEXT_LEN, PromptTokenizer, find_tokenizer
 
@@ -148,9 +148,7 @@ def load_text_encoder(
     tensors = {}
     for k in keys:
         if k.endswith(".scale_weight"):
-            module = model.get_submodule(k[: -len(".scale_weight")])
-            module.register_buffer("scale_weight", torch.empty((), device="meta"))
-            tensors[k] = ck.read(k, torch.float32).reshape(()).to(device)
+            attach_scale_weight(model, k[: -len(".scale_weight")], ck.read(k, torch.float32).to(device), tensors)
             continue
         if k.endswith(".scale_input"):
             continue
