@@ -23,7 +23,7 @@ from common import gib, measure, table
 from references import comfy
 from tiny_models import random_dit_state
 from wan_core import WanDiT, WanDiTConfig
-from wan_core.keymap import official_to_diffusers
+from wan_core.dit.keymap import official_to_diffusers
 
 CONFIGS = {
     "1.3B": WanDiTConfig(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30),

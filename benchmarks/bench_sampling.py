@@ -15,7 +15,7 @@ import torch
 from bench_dit import CONFIGS, build
 from common import gib, measure, table
 from references import comfy
-from wan_core.sampler import SamplerSettings, sample, seeded_noise
+from wan_core.sampling.sampler import SamplerSettings, sample, seeded_noise
 
 
 def main():

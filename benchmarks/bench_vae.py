@@ -21,7 +21,7 @@ from common import gib, measure, table
 from references import comfy
 from test_vae import random_vae_state
 from wan_core.vae import WanVAE, WanVAEConfig, decode_tiled
-from wan_core.vae_keymap import vae_key_pairs
+from wan_core.vae.keymap import vae_key_pairs
 
 REAL21 = WanVAEConfig("2.1", z_dim=16, dim=96, dec_dim=96)
 
@@ -62,7 +62,7 @@ from common import status_bytes
 before = status_bytes("VmRSS")
 t0 = time.perf_counter()
 if sys.argv[1] == "ours":
-    from wan_core.text_encoder import load_text_encoder
+    from wan_core.text.loader import load_text_encoder
     enc = load_text_encoder(sys.argv[2])
     unique = {t.data_ptr(): t for t in enc.model.state_dict().values() if t is not None}  # shared = embed_tokens
     size = sum(t.numel() * t.element_size() for t in unique.values())

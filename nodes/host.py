@@ -75,7 +75,7 @@ def dit_operations(path: str):
     """ComfyUI's own casting layers where they fit; ours for scaled fp8 and GGUF (which comfy.ops'
     plain layers cannot decode). Both kinds take part in ModelPatcher's partial loading."""
     if path.lower().endswith(".gguf"):
-        from ..wan_core.gguf_ops import gguf_ops
+        from ..wan_core.gguf.ops import gguf_ops
 
         return gguf_ops
     if os.path.isfile(path):

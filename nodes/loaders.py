@@ -7,9 +7,9 @@ import torch
 import comfy.model_management as mm
 
 from ..wan_core.attention import available_backends
-from ..wan_core.dit_loader import load_dit
-from ..wan_core.text_encoder import load_text_encoder
-from ..wan_core.vae_loader import load_vae
+from ..wan_core.dit.loader import load_dit
+from ..wan_core.text.loader import load_text_encoder
+from ..wan_core.vae.loader import load_vae
 from .host import (DIT_KEY, check_schema, TEXT_ENCODER_KEY, VAE_KEY, compute_dtype, dit_operations, manage, model_choices,
                    resolve_model, weight_dtype_choice)
 

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 import comfy.model_management as mm
 
-from ..wan_core.sampler import SamplerSettings, sample
-from ..wan_core.schedulers import DMD_TIMESTEPS, SCHEDULERS
+from ..wan_core.sampling.sampler import SamplerSettings, sample
+from ..wan_core.sampling.schedulers import DMD_TIMESTEPS, SCHEDULERS
 from ..wan_core.sizes import ASPECT_RATIOS, TIER_PIXELS, pixel_multiple, preset_size, snap_video_size
 from ..wan_core.vae import decode_tiled
 from .host import Progress, check_schema

@@ -11,7 +11,7 @@ from conftest import rel_err
 from references import comfy, official_wan
 from tiny_models import TINY_T2V, TINY_TI2V, random_dit_state
 from wan_core import WanDiT
-from wan_core.keymap import official_to_diffusers
+from wan_core.dit.keymap import official_to_diffusers
 
 TOL = 1e-4
 LATENT = (3, 6, 10)

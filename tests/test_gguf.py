@@ -13,7 +13,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 from tiny_gguf import QUANTIZABLE, random_blocks, write_umt5_gguf, write_wan_gguf
 from tiny_models import TINY_T2V, random_dit_state
 from wan_core import CheckpointError, ModelLayoutError, load_dit
-from wan_core.gguf_dequant import dequantize
+from wan_core.gguf.dequant import dequantize
 
 ALL_TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_NL, T.IQ4_XS]
 
@@ -119,7 +119,7 @@ def test_umt5_gguf_encodes_like_safetensors(tmp_path):
     import sentencepiece
 
     from tiny_text import tiny_umt5_state, train_spiece, write_comfy_umt5
-    from wan_core.text_encoder import load_text_encoder
+    from wan_core.text.loader import load_text_encoder
 
     proto = train_spiece()
     vocab = sentencepiece.SentencePieceProcessor(model_proto=proto).get_piece_size()

@@ -8,8 +8,8 @@ from conftest import rel_err
 from references import official_wan
 from tiny_models import TINY_T2V, TINY_TI2V, random_dit_state, tiny_dit
 from wan_core import latent as latent_space
-from wan_core.sampler import SamplerSettings, SamplingInterrupted, sample, seeded_noise
-from wan_core.schedulers import make_schedule
+from wan_core.sampling.sampler import SamplerSettings, SamplingInterrupted, sample, seeded_noise
+from wan_core.sampling.schedulers import make_schedule
 
 LATENT = (1, 16, 3, 6, 10)
 
@@ -24,18 +24,18 @@ def _pad512(x):
 
 
 class CallCounter:
-    """Counts DiT forwards and records the timesteps they received."""
+    """Counts DiT passes (``predict``, what the sampler calls) and records their timesteps."""
 
     def __init__(self, model):
         self.calls, self.timesteps = 0, []
-        inner = model.forward
+        inner = model.predict
 
         def forward(*args, **kwargs):
             self.calls += 1
             self.timesteps.append(args[1].clone())
             return inner(*args, **kwargs)
 
-        model.forward = forward
+        model.predict = forward
 
 
 # -- grids ------------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def test_loop_matches_official_solver(solver):
 def _diffusers_transformer(sd, cfg):
     from diffusers import WanTransformer3DModel
 
-    from wan_core.keymap import official_to_diffusers
+    from wan_core.dit.keymap import official_to_diffusers
 
     m = WanTransformer3DModel(num_attention_heads=cfg.num_heads, attention_head_dim=128, in_channels=16,
                               out_channels=16, ffn_dim=cfg.ffn_dim, num_layers=cfg.num_layers, cross_attn_norm=True,
@@ -127,7 +127,7 @@ def _pipeline(transformers, boundary=None, shift=5.0):
     from diffusers import AutoencoderKLWan, WanPipeline
 
     from test_vae import TINY21, random_vae_state
-    from wan_core.vae_keymap import vae_key_pairs
+    from wan_core.vae.keymap import vae_key_pairs
 
     vae_sd = random_vae_state(TINY21, seed=5)
     dvae = AutoencoderKLWan(base_dim=TINY21.dim, z_dim=16)

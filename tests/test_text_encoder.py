@@ -11,8 +11,8 @@ from references import comfy
 from tiny_text import (SENTENCES, spiece_tensor, tiny_umt5_state, train_spiece, write_comfy_umt5,
                        write_diffusers_text_encoder)
 from wan_core.safetensors_io import CheckpointError
-from wan_core.text_encoder import load_text_encoder
-from wan_core.tokenizer import PromptTokenizer, clean_prompt
+from wan_core.text.loader import load_text_encoder
+from wan_core.text.tokenizer import PromptTokenizer, clean_prompt
 
 PROMPTS = [
     "A red fox jumps over a frozen river at sunset, cinematic lighting.",

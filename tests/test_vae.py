@@ -6,10 +6,10 @@ from safetensors.torch import save_file
 
 from conftest import rel_err
 from references import comfy, official_wan
-from wan_core.dit_config import ModelLayoutError
+from wan_core.errors import ModelLayoutError
 from wan_core.vae import WanVAE, WanVAEConfig
-from wan_core.vae_keymap import vae_key_pairs
-from wan_core.vae_loader import load_vae
+from wan_core.vae.keymap import vae_key_pairs
+from wan_core.vae.loader import load_vae
 
 # Reduced widths (the real ones are 96 and 160/256); every layer kind and the causal caches remain.
 TINY21 = WanVAEConfig("2.1", z_dim=16, dim=8, dec_dim=8)

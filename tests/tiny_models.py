@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from wan_core import WanDiT, WanDiTConfig
-from wan_core.keymap import official_to_diffusers
+from wan_core.dit.keymap import official_to_diffusers
 
 # head_dim 128 and text_dim 4096 as in every real model; everything else small.
 TINY_T2V = WanDiTConfig(in_channels=16, out_channels=16, dim=256, ffn_dim=512, num_heads=2, num_layers=2)

@@ -11,6 +11,7 @@ the same way: any layer that casts its own weights marks itself with ``comfy_cas
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -45,17 +46,35 @@ def attach_scale_weight(model: nn.Module, module_name: str, scale: torch.Tensor,
     tensors[f"{module_name}.scale_weight"] = scale.to(torch.float32).reshape(())
 
 
+def apply_functions(tensor: Optional[torch.Tensor], functions) -> Optional[torch.Tensor]:
+    """Run a layer's per-call weight (or bias) functions, e.g. LoRA patches, on the decoded tensor."""
+    if tensor is None:
+        return None
+    for fn in functions:
+        tensor = fn(tensor)
+    return tensor
+
+
+def cast_bias(layer: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
+    """The layer's bias in ``x``'s dtype and device, with its per-call functions applied."""
+    bias = getattr(layer, "bias", None)
+    if bias is None:
+        return None
+    b = bias.to(device=x.device, dtype=x.dtype, copy=bool(layer.bias_function))
+    return apply_functions(b, layer.bias_function)
+
+
 def _cast_weight_bias(layer: nn.Module, x: torch.Tensor):
-    """The layer's weight and bias in ``x``'s dtype and device, with a ComfyUI fp8 scale applied."""
+    """The layer's weight and bias in ``x``'s dtype and device, with a ComfyUI fp8 scale and the
+    per-call weight functions (LoRA patches of a host) applied to the decoded values."""
     weight = layer.weight
     if weight is None:
         return None, None
-    w = weight.to(device=x.device, dtype=x.dtype)
+    w = weight.to(device=x.device, dtype=x.dtype, copy=bool(layer.weight_function))
     scale = getattr(layer, "scale_weight", None)
     if scale is not None:
         w = w * scale.to(device=x.device, dtype=x.dtype)
-    b = layer.bias.to(device=x.device, dtype=x.dtype) if getattr(layer, "bias", None) is not None else None
-    return w, b
+    return apply_functions(w, layer.weight_function), cast_bias(layer, x)
 
 
 class _PerCallCast:
@@ -64,12 +83,17 @@ class _PerCallCast:
     ``comfy_cast_weights``/``weight_function``/``bias_function`` are the attributes ComfyUI's
     ModelPatcher looks for to decide a module may stay on the offload device (low-VRAM partial
     loading); these layers always move their weights to the input's device, so that is safe.
+    ``weight_function``/``bias_function`` are lists of callables applied to the decoded tensor on
+    every call (a host assigns new lists; the class-level empty tuples are never mutated).
+    ``patches_per_call`` tells a host to patch such a layer per call rather than rewrite its
+    stored weight (an fp8-scaled or quantized weight cannot take a merged patch without loss).
     """
 
     casts_weights = True
     comfy_cast_weights = False
-    weight_function: list = []
-    bias_function: list = []
+    patches_per_call = True
+    weight_function = ()
+    bias_function = ()
 
 
 class CastLinear(_PerCallCast, nn.Linear):

@@ -17,6 +17,8 @@ from typing import Dict, Iterable, Optional
 import torch
 from safetensors import SafetensorError, safe_open
 
+from .errors import CheckpointError
+
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".pkl", ".pickle")
 
 _DTYPES = {
@@ -26,10 +28,6 @@ _DTYPES = {
 }
 if hasattr(torch, "float8_e4m3fn"):
     _DTYPES.update({"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2})
-
-
-class CheckpointError(ValueError):
-    """A model file that is missing, unreadable, or not what the slot expects."""
 
 
 def check_model_path(path, what: str, alternatives: str = "a .safetensors or .gguf file") -> Path:

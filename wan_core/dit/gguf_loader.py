@@ -6,11 +6,14 @@ import logging
 
 import torch
 
-from .dit_config import ModelLayoutError, config_from_state_dict
-from .dit_loader import assign_parameters, build_on_meta
-from .gguf_ops import gguf_ops
-from .gguf_reader import GGUFFile
+from ..errors import ModelLayoutError
+from ..gguf.ops import gguf_ops
+from ..gguf.reader import GGUFFile
+from ..weights import assign_parameters
+from .build import build_on_meta
+from .config import config_from_state_dict
 from .keymap import to_official_names
+from .model import WanDiT
 
 log = logging.getLogger(__name__)
 WAN_ARCHITECTURES = ("wan",)
@@ -29,7 +32,7 @@ def _restore_shape(name: str, t, orig_shape, file: GGUFFile):
     return t.shape
 
 
-def load_dit_gguf(path, operations=None, compute_dtype: torch.dtype = torch.float32, device="cpu"):
+def load_dit_gguf(path, operations=None, compute_dtype: torch.dtype = torch.float32, device="cpu", model_class=WanDiT):
     """Load a Wan DiT GGUF; quantized weights are kept as GGML blocks and dequantized per layer call."""
     f = GGUFFile(path, what="Wan DiT GGUF")
     source = f.path.name
@@ -47,7 +50,7 @@ def load_dit_gguf(path, operations=None, compute_dtype: torch.dtype = torch.floa
         shape = _restore_shape(name, t, f.field(f"comfy.gguf.orig_shape.{file_key}"), f)
         tensors[name] = (t, shape)
     config = config_from_state_dict({k: v[1] for k, v in tensors.items()}, source=source)
-    model = build_on_meta(config, operations or gguf_ops, compute_dtype)
+    model = build_on_meta(config, operations or gguf_ops, compute_dtype, model_class)
     state = {}
     for name, (t, shape) in tensors.items():
         if t.quantized:

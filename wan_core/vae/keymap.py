@@ -10,7 +10,7 @@ from typing import Dict
 
 import torch
 
-from .vae import WanVAE, WanVAEConfig
+from .model import WanVAE, WanVAEConfig
 
 _RESNET = [("residual.0.", "norm1."), ("residual.2.", "conv1."), ("residual.3.", "norm2."),
            ("residual.6.", "conv2."), ("shortcut.", "conv_shortcut.")]

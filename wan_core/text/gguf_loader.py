@@ -11,12 +11,11 @@ import re
 
 import torch
 
-from .dit_config import ModelLayoutError
-from .dit_loader import assign_parameters
-from .gguf_ops import GGUFEmbedding, gguf_ops
-from .gguf_reader import GGUFFile
-from .safetensors_io import CheckpointError
-from .text_encoder import UMT5TextEncoder, build_umt5, umt5_config_from_shapes
+from ..errors import CheckpointError, ModelLayoutError
+from ..gguf.ops import GGUFEmbedding, gguf_ops
+from ..gguf.reader import GGUFFile
+from ..weights import assign_parameters
+from .model import UMT5TextEncoder, build_umt5, umt5_config_from_shapes
 from .tokenizer import PromptTokenizer
 
 T5_ARCHITECTURES = ("t5encoder", "t5", "umt5")

@@ -9,17 +9,18 @@ Timesteps are [B] (Wan2.1, Wan2.2 A14B) or [B, L] per token (Wan2.2 TI2V-5B).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import List, Tuple
+from dataclasses import dataclass, replace
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .attention import attention
-from .dit_config import WanDiTConfig
-from .ops import run_layer
+from ..attention import attention
+from ..ops import run_layer
+from .config import WanDiTConfig
+from .hooks import BlockState, DiTHooks, Site
 
 FP32 = torch.float32
 
@@ -84,6 +85,19 @@ class RotaryEmbedding(nn.Module):
         return self._cache[key]
 
 
+def _attend(q, k, v, backend: str, hooks: Optional[DiTHooks], site: Optional[Site]) -> torch.Tensor:
+    if hooks is not None and hooks.attention is not None:
+        return hooks.attention(q, k, v, site)
+    return attention(q, k, v, backend)
+
+
+def _output_patches(out: torch.Tensor, hooks: Optional[DiTHooks], site: Optional[Site]) -> torch.Tensor:
+    if hooks is not None:
+        for fn in hooks.output_patches(site.kind):
+            out = fn(out, site)
+    return out
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate adjacent channel pairs of x [B, L, heads, head_dim] (fp32 in, fp32 out)."""
     pairs = x.unflatten(-1, (-1, 2))
@@ -116,13 +130,16 @@ class SelfAttention(nn.Module):
         v = self._heads(run_layer(self.v, context, dtype))
         return k, v
 
-    def forward(self, x, rope, dtype, backend):
+    def forward(self, x, rope, dtype, backend, hooks: Optional[DiTHooks] = None, site: Optional[Site] = None):
         cos, sin = rope
         q = apply_rope(self._project_q(x, dtype), cos, sin).to(dtype)
         k, v = self._project_kv(x, dtype)
         k = apply_rope(k, cos, sin).to(dtype)
-        out = attention(q, k, v, backend)
-        return run_layer(self.o, out, dtype)
+        out = _attend(q, k, v, backend, hooks, site)
+        if hooks is not None:
+            for fn in hooks.self_attn_patches:
+                out = fn(out, q, k, site)
+        return _output_patches(run_layer(self.o, out, dtype), hooks, site)
 
 
 class CrossAttention(SelfAttention):
@@ -133,11 +150,11 @@ class CrossAttention(SelfAttention):
         k, v = self._project_kv(context, dtype)
         return k.to(dtype), v
 
-    def forward(self, x, context, dtype, backend, kv=None):
+    def forward(self, x, context, dtype, backend, kv=None, hooks: Optional[DiTHooks] = None, site: Optional[Site] = None):
         q = self._project_q(x, dtype).to(dtype)
         k, v = kv if kv is not None else self.project_text(context, dtype)
-        out = attention(q, k, v, backend)
-        return run_layer(self.o, out, dtype)
+        out = _attend(q, k, v, backend, hooks, site)
+        return _output_patches(run_layer(self.o, out, dtype), hooks, site)
 
 
 def _pick(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -163,15 +180,22 @@ class TransformerBlock(nn.Module):
         )
         self.modulation = nn.Parameter(torch.empty(1, 6, dim))
 
-    def forward(self, x, e0, index, rope, context, dtype, backend, kv=None):
+    def forward(self, x, e0, index, rope, context, dtype, backend, kv=None, hooks: Optional[DiTHooks] = None,
+                site: Optional[Site] = None):
         # x: [B, L, dim] fp32 residual; e0: [U, 6, dim] fp32 per distinct timestep.
         e = self.modulation.to(device=x.device, dtype=FP32) + e0
         shift1, scale1, gate1, shift2, scale2, gate2 = (_pick(e[:, i], index) for i in range(6))
+        self_site = cross_site = None
+        if hooks is not None:
+            self_site, cross_site = replace(site, kind="self"), replace(site, kind="cross")
 
         h = run_layer(self.norm1, x, FP32) * (1 + scale1) + shift1
-        x = x + self.self_attn(h, rope, dtype, backend) * gate1
+        x = x + self.self_attn(h, rope, dtype, backend, hooks, self_site) * gate1
 
-        x = x + self.cross_attn(run_layer(self.norm3, x, FP32), context, dtype, backend, kv)
+        x = x + self.cross_attn(run_layer(self.norm3, x, FP32), context, dtype, backend, kv, hooks, cross_site)
+        if hooks is not None:
+            for fn in hooks.cross_attn_patches:
+                x = fn(x, site)
 
         h = run_layer(self.norm2, x, FP32) * (1 + scale2) + shift2
         h = F.gelu(run_layer(self.ffn[0], h, dtype), approximate="tanh")
@@ -266,12 +290,19 @@ class WanDiT(nn.Module):
 
     # -- forward ------------------------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, context, text_embedded: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context, text_embedded: bool = False,
+                hooks: Optional[DiTHooks] = None) -> torch.Tensor:
+        """See :meth:`predict` (subclasses that adapt the call signature for a host keep ``predict``)."""
+        return self.predict(x, t, context, text_embedded, hooks)
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, context, text_embedded: bool = False,
+                hooks: Optional[DiTHooks] = None) -> torch.Tensor:
         """Predict the flow velocity for latents x [B, C, F, H, W] at timesteps t (0..1000).
 
         ``t`` is [B] or per-token [B, F*H/2*W/2]; ``context`` is umt5 output [B, <=512, 4096], a
         :class:`TextContext` from :meth:`prepare_text`, or (with ``text_embedded``) the result of
-        :meth:`embed_text`.  Returns fp32 [B, C_out, F, H, W].
+        :meth:`embed_text`.  ``hooks`` (:class:`~wan_core.dit.hooks.DiTHooks`) lets a host patch or
+        replace parts of the forward.  Returns fp32 [B, C_out, F, H, W].
         """
         cfg = self.config
         if x.dim() != 5 or x.shape[1] != cfg.in_channels:
@@ -296,10 +327,36 @@ class WanDiT(nn.Module):
             raise ValueError(f"{ctx.shape[0]} text embeddings for a batch of {b} latents")
         rope = self.rope(grid, x.device)
 
-        for block, kv in zip(self.blocks, kvs):
-            tokens = block(tokens, e0, index, rope, ctx, self.compute_dtype, self.attention_backend, kv)
+        if hooks is None:
+            for block, kv in zip(self.blocks, kvs):
+                tokens = block(tokens, e0, index, rope, ctx, self.compute_dtype, self.attention_backend, kv)
+        else:
+            tokens = self._hooked_blocks(tokens, BlockState(tokens, ctx, (e0, index), rope), kvs, grid, hooks)
         out = self.head(tokens, e, index)
         return self.unpatchify(out, grid)[:, :, :f, :h, :w]
+
+    def _hooked_blocks(self, tokens, state: BlockState, kvs, grid, hooks: DiTHooks) -> torch.Tensor:
+        if hooks.on_grid is not None:
+            hooks.on_grid(grid)
+        total = len(self.blocks)
+        for i, (block, kv) in enumerate(zip(self.blocks, kvs)):
+            site = Site(i, total)
+            if hooks.on_block is not None:
+                hooks.on_block(site)
+
+            def run_block(st: BlockState, block=block, kv=kv, site=site):
+                (e0, index), kv_used = st.modulation, st.text_kv if st.text_kv is not None else kv
+                return block(st.x, e0, index, st.rope, st.context, self.compute_dtype, self.attention_backend, kv_used,
+                             hooks, site)
+
+            state = state.with_x(tokens)
+            if i in hooks.block_replace:
+                tokens = hooks.block_replace[i](state, run_block)
+            else:
+                tokens = run_block(state)
+            for fn in hooks.after_block:
+                tokens = fn(tokens, site)
+        return tokens
 
     def unpatchify(self, x: torch.Tensor, grid) -> torch.Tensor:
         """[B, F*H*W, pt*ph*pw*c] -> [B, c, F*pt, H*ph, W*pw]."""

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gguf_dequant import dequantize
-from .ops import CastConv3d, CastLayerNorm, CastLinear, CastRMSNorm, _PerCallCast
+from ..ops import CastConv3d, CastLayerNorm, CastLinear, CastRMSNorm, _PerCallCast, apply_functions, cast_bias
+from .dequant import dequantize
 
 
 class _Quantized:
@@ -29,25 +29,24 @@ class _Quantized:
         self.qtype, self.logical_shape = int(qtype), tuple(shape)
 
     def quantized_weight(self, x: torch.Tensor) -> torch.Tensor:
-        return dequantize(self.weight.to(x.device, non_blocking=True), self.qtype, self.logical_shape, x.dtype,
-                          name=getattr(self, "gguf_name", type(self).__name__))
-
-    def _bias(self, x):
-        return None if self.bias is None else self.bias.to(device=x.device, dtype=x.dtype)
+        """The weight dequantized on ``x``'s device in ``x``'s dtype, per-call functions (LoRA) applied."""
+        w = dequantize(self.weight.to(x.device, non_blocking=True), self.qtype, self.logical_shape, x.dtype,
+                       name=getattr(self, "gguf_name", type(self).__name__))
+        return apply_functions(w, self.weight_function)
 
 
 class GGUFLinear(_Quantized, CastLinear):
     def forward(self, x):
         if self.qtype is None:
             return super().forward(x)
-        return F.linear(x, self.quantized_weight(x), self._bias(x))
+        return F.linear(x, self.quantized_weight(x), cast_bias(self, x))
 
 
 class GGUFConv3d(_Quantized, CastConv3d):
     def forward(self, x):
         if self.qtype is None:
             return super().forward(x)
-        return self._conv_forward(x, self.quantized_weight(x), self._bias(x))
+        return self._conv_forward(x, self.quantized_weight(x), cast_bias(self, x))
 
 
 class GGUFEmbedding(_Quantized, _PerCallCast, nn.Embedding):

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Tuple
 
+from ..errors import ModelLayoutError
+
 KNOWN_FAMILIES = {
     # (in_channels, dim, layers) -> name users know
     (16, 1536, 30): "Wan2.1-T2V-1.3B",
@@ -14,10 +16,6 @@ KNOWN_FAMILIES = {
 }
 
 HEAD_DIM = 128
-
-
-class ModelLayoutError(ValueError):
-    """A checkpoint whose tensors are not the layout a Wan text-to-video DiT has."""
 
 
 @dataclass(frozen=True)

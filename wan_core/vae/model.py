@@ -355,7 +355,7 @@ class WanVAE(nn.Module):
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """Video [B, 3, 4n+1, H, W] in [-1, 1] -> raw latent mean [B, z, n+1, H/s, W/s] (fp32)."""
-        from .sizes import check_video_shape  # noqa: PLC0415
+        from ..sizes import check_video_shape  # noqa: PLC0415
 
         check_video_shape(video.shape, self.config)
         x = _patchify(video.to(self.dtype), self.config.patch)

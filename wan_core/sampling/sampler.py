@@ -13,8 +13,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from . import latent as latent_space
-from .dit import TextContext
+from .. import latent as latent_space
+from ..dit.model import TextContext
 from .schedulers import DMD_TIMESTEPS, SCHEDULERS, make_schedule, make_solver
 
 log = logging.getLogger(__name__)
@@ -174,13 +174,13 @@ def sample(
         pos, neg, both = activate(m, g)
         tt = _token_timesteps(t, b, frames, tokens_per_frame, fixed is not None, device)
         if settings.scheduler == "dmd" or g == 1.0:
-            v = m(x, tt, pos, text_embedded=True)
+            v = m.predict(x, tt, pos, text_embedded=True)
         elif settings.batched_cfg:
-            v_cond, v_uncond = m(torch.cat([x, x]), torch.cat([tt, tt]), both, text_embedded=True).chunk(2)
+            v_cond, v_uncond = m.predict(torch.cat([x, x]), torch.cat([tt, tt]), both, text_embedded=True).chunk(2)
             v = v_uncond + g * (v_cond - v_uncond)
         else:
-            v_cond = m(x, tt, pos, text_embedded=True)
-            v_uncond = m(x, tt, neg, text_embedded=True)
+            v_cond = m.predict(x, tt, pos, text_embedded=True)
+            v_uncond = m.predict(x, tt, neg, text_embedded=True)
             v = v_uncond + g * (v_cond - v_uncond)
         x0_preview = x - schedule.sigmas[i].item() * v if callback is not None else None
         x = solver.step(i, v.float(), x.float())

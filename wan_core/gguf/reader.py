@@ -8,7 +8,7 @@ from typing import Dict, Tuple
 import numpy as np
 import torch
 
-from .safetensors_io import CheckpointError, check_model_path
+from ..safetensors_io import CheckpointError, check_model_path
 
 FLOAT_TYPES = (0, 1, 30)  # F32, F16, BF16
 
@@ -76,7 +76,7 @@ class GGUFFile:
     def tensors(self) -> Dict[str, GGUFTensor]:
         from gguf import GGML_QUANT_SIZES
 
-        from .gguf_dequant import supported_types
+        from .dequant import supported_types
 
         out = {}
         for t in self.reader.tensors:

@@ -1,4 +1,4 @@
-"""Building a WanDiT from a checkpoint without ever holding two copies of it.
+"""Loading a WanDiT from safetensors (single file or diffusers folder) without holding two copies.
 
 The model is built on the meta device, then each tensor is read from the file into its final
 buffer and assigned.  fp8 weights stay fp8 (ComfyUI's ``scaled_fp8`` scales ride along as
@@ -11,13 +11,14 @@ import logging
 from typing import Dict, Optional
 
 import torch
-from torch import nn
 
-from .dit import WanDiT
-from .dit_config import ModelLayoutError, WanDiTConfig, config_from_state_dict
+from ..ops import FP8_DTYPES, attach_scale_weight, cast_ops
+from ..safetensors_io import SafetensorsCheckpoint
+from ..weights import assign_parameters
+from .build import build_on_meta
+from .config import WanDiTConfig, config_from_state_dict
 from .keymap import to_official_names
-from .ops import FP8_DTYPES, attach_scale_weight, cast_ops
-from .safetensors_io import SafetensorsCheckpoint
+from .model import WanDiT
 
 log = logging.getLogger(__name__)
 
@@ -69,47 +70,20 @@ class DiTCheckpoint:
         return self.ckpt.entries[self.file_key[name]].dtype
 
 
-def build_on_meta(config: WanDiTConfig, operations, compute_dtype: torch.dtype) -> WanDiT:
-    """A WanDiT whose parameters live on the meta device (no memory) until assigned."""
-    with torch.device("meta"):
-        model = WanDiT(config, operations=operations, compute_dtype=compute_dtype)
-    return model.requires_grad_(False)
-
-
-def assign_parameters(model: nn.Module, tensors: Dict[str, torch.Tensor], source: str) -> None:
-    """Assign ``{name: tensor}`` to the model's parameters; every parameter must be present."""
-    expected = set(model.state_dict().keys())
-    missing = sorted(expected - set(tensors))
-    if missing:
-        family = getattr(getattr(model, "config", None), "family", type(model).__name__)
-        raise ModelLayoutError(
-            f"{source} lacks {len(missing)} tensors the detected {family} needs, e.g. {missing[:4]}; "
-            "the file is incomplete or from another model."
-        )
-    unexpected = sorted(set(tensors) - expected)
-    if unexpected:
-        log.warning("%s: ignoring %d tensors not used by the model, e.g. %s", source, len(unexpected), unexpected[:4])
-    model.load_state_dict({k: tensors[k] for k in expected}, strict=True, assign=True)
-
-
-def load_dit(
+def load_dit_safetensors(
     path,
     operations=None,
     compute_dtype: torch.dtype = torch.float32,
     weight_dtype: Optional[torch.dtype] = None,
     device: torch.device | str = "cpu",
+    model_class=WanDiT,
 ) -> WanDiT:
-    """Load a Wan DiT from a safetensors file or diffusers folder (official/ComfyUI/diffusers names).
+    """A Wan DiT from a safetensors file or diffusers folder (official/ComfyUI/diffusers names).
 
     ``weight_dtype`` converts the stored weights once (e.g. bf16 -> fp8); ``None`` keeps the file's.
-    ``operations`` defaults to per-call casting layers so any stored dtype computes in ``compute_dtype``.
     """
-    if str(path).lower().endswith(".gguf"):
-        from .gguf_loader import load_dit_gguf  # noqa: PLC0415 - only GGUF users need it
-
-        return load_dit_gguf(path, operations=operations, compute_dtype=compute_dtype, device=device)
     ck = DiTCheckpoint.open(path)
-    model = build_on_meta(ck.config, operations or cast_ops, compute_dtype)
+    model = build_on_meta(ck.config, operations or cast_ops, compute_dtype, model_class)
     tensors = {}
     for name, key in ck.file_key.items():
         t = ck.ckpt.read(key, storage_dtype(name, ck.dtype_of(name), weight_dtype))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .dit_config import ModelLayoutError
-from .dit_loader import assign_parameters
-from .safetensors_io import SafetensorsCheckpoint
-from .vae import WanVAE, WanVAEConfig
-from .vae_keymap import is_diffusers_vae, vae_key_pairs
+from ..errors import ModelLayoutError
+from ..safetensors_io import SafetensorsCheckpoint
+from ..weights import assign_parameters
+from .keymap import is_diffusers_vae, vae_key_pairs
+from .model import WanVAE, WanVAEConfig
 
 _PREFIXES = ("first_stage_model.", "vae.")
 

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import torch
 from torch import nn
 
-from .dit_loader import assign_parameters
-from .ops import FP8_DTYPES, attach_scale_weight, cast_ops
-from .safetensors_io import CheckpointError, SafetensorsCheckpoint
-from .tokenizer import TEXT_LEN, PromptTokenizer, find_tokenizer
+from ..errors import CheckpointError
+from ..ops import cast_ops
+from .tokenizer import TEXT_LEN, PromptTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -110,58 +108,3 @@ class UMT5TextEncoder(nn.Module):
     def encode(self, prompts: Sequence[str]) -> torch.Tensor:
         """Prompts (English, Chinese, empty) -> [B, 512, d] fp32 embeddings."""
         return self.encode_ids(self.tokenize(prompts))
-
-
-_MARKERS = ("scaled_fp8", "spiece_model")
-
-
-def load_text_encoder(
-    path,
-    tokenizer_path=None,
-    compute_dtype: torch.dtype = torch.float32,
-    weight_dtype: Optional[torch.dtype] = None,
-    operations=None,
-    device="cpu",
-) -> UMT5TextEncoder:
-    """Load umt5 from a safetensors file (HF/ComfyUI names, fp8/scaled fp8) or a diffusers folder."""
-    if str(path).lower().endswith(".gguf"):
-        from .gguf_text_encoder import load_text_encoder_gguf  # noqa: PLC0415
-
-        return load_text_encoder_gguf(path, tokenizer_path, compute_dtype, operations, device)
-    ck = SafetensorsCheckpoint.open(path, what="umt5 text encoder", subfolder="text_encoder")
-    source = ck.source.name
-    keys = [k for k in ck.keys() if k not in _MARKERS]
-    shapes = {k: ck.entries[k].shape for k in keys}
-    config = umt5_config_from_shapes(shapes, source)
-    tokenizer = None
-    if "spiece_model" in ck.entries:
-        tokenizer = PromptTokenizer.from_sentencepiece(ck.read("spiece_model").numpy().tobytes(), f"{source}:spiece_model")
-    else:
-        tokenizer = find_tokenizer(Path(path), Path(tokenizer_path) if tokenizer_path else None)
-    if tokenizer is None:
-        raise CheckpointError(
-            f"{source} carries no tokenizer (no spiece_model tensor) and no tokenizer/ folder (spiece.model or "
-            "tokenizer.json) was found next to it. Use ComfyUI's umt5_xxl_*.safetensors, which embed it, or put the "
-            "diffusers tokenizer/ folder beside the text_encoder/ folder."
-        )
-    model = build_umt5(config, operations)
-    tensors = {}
-    for k in keys:
-        if k.endswith(".scale_weight"):
-            attach_scale_weight(model, k[: -len(".scale_weight")], ck.read(k, torch.float32).to(device), tensors)
-            continue
-        if k.endswith(".scale_input"):
-            continue
-        stored = ck.entries[k].dtype
-        if stored in FP8_DTYPES:
-            dtype = stored
-        elif k.endswith("layer_norm.weight") or "relative_attention_bias" in k:
-            dtype = compute_dtype
-        else:
-            dtype = weight_dtype or stored
-        tensors[k] = ck.read(k, dtype).to(device)
-    tensors.setdefault("encoder.embed_tokens.weight", tensors.get("shared.weight"))
-    tensors.setdefault("shared.weight", tensors["encoder.embed_tokens.weight"])
-    assign_parameters(model, tensors, source)
-    model.encoder.embed_tokens = model.shared  # tied, as in the checkpoint
-    return UMT5TextEncoder(model.eval(), tokenizer, compute_dtype)

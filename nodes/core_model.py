@@ -1,0 +1,97 @@
+"""A loaded Wan DiT as ComfyUI's own ``MODEL``: a ModelPatcher over the host's WAN21 / WAN22 BaseModel.
+
+The BaseModel is the host's class (model sampling, latent format, memory estimate and condition
+handling exactly as core declares them for Wan); only its ``diffusion_model`` is ours
+(:class:`~.model_adapter.ComfyWanDiT`).  :class:`WanCorePatcher` is core's ModelPatcher except
+for layers that keep their weights compact (GGUF blocks, ComfyUI scaled fp8): patches (LoRA)
+for those are applied per call to the decoded weight, never merged into the stored one, so the
+model stays its file's size in memory and the patch is applied at full precision.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.model_base
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.supported_models
+import comfy.utils
+
+log = logging.getLogger("wan_core")
+
+
+class WanCoreWAN21(comfy.model_base.WAN21):
+    """Core's WAN21 (Wan2.1 T2V, A14B experts) around our DiT; text-to-video has no image channels."""
+
+    def concat_cond(self, **kwargs):
+        return None
+
+
+class WanCoreWAN22(comfy.model_base.WAN22):
+    """Core's WAN22 (TI2V-5B: 48 channels, per-frame timesteps from a start-image mask) around our DiT."""
+
+    def concat_cond(self, **kwargs):
+        return None
+
+
+def _patches_per_call(module) -> bool:
+    return bool(getattr(module, "patches_per_call", False))
+
+
+class WanCorePatcher(comfy.model_patcher.ModelPatcher):
+    """ModelPatcher that patches compact (GGUF / scaled fp8) layers per call instead of merging."""
+
+    def patch_weight_to_device(self, key, device_to=None, inplace_update=False, return_weight=False, force_cast=False):
+        module_name, _, param = key.rpartition(".")
+        module = comfy.utils.get_attr(self.model, module_name) if module_name else None
+        if key in self.patches and not return_weight and _patches_per_call(module) and param in ("weight", "bias"):
+            attr = f"{param}_function"
+            functions = [f for f in getattr(module, attr, ()) if getattr(f, "key", None) != key]
+            setattr(module, attr, functions + [comfy.model_patcher.LowVramPatch(key, self.patches)])
+            return None
+        return super().patch_weight_to_device(key, device_to=device_to, inplace_update=inplace_update,
+                                              return_weight=return_weight, force_cast=force_cast)
+
+    def unpatch_model(self, device_to=None, unpatch_weights=True):
+        super().unpatch_model(device_to=device_to, unpatch_weights=unpatch_weights)
+        if unpatch_weights:
+            for module in self.model.modules():
+                if _patches_per_call(module):
+                    module.weight_function, module.bias_function = [], []
+
+
+def storage_dtype(dit) -> torch.dtype:
+    """The dtype most of the DiT's weights are stored in (uint8 for GGUF blocks)."""
+    return dit.blocks[0].ffn[0].weight.dtype
+
+
+def wrap_dit(dit, load_device, offload_device, reload=None) -> WanCorePatcher:
+    """The ``MODEL`` for a loaded :class:`ComfyWanDiT`. ``reload`` = (function, args) that loads it
+    again (ComfyUI's ``cached_patcher_init``, used by multi-GPU work units to clone per device)."""
+    cfg = dit.config
+    unet_config = {"image_model": "wan2.1", "model_type": "t2v", "dim": cfg.dim, "in_dim": cfg.in_channels,
+                   "out_dim": cfg.out_channels, "num_layers": cfg.num_layers, "num_heads": cfg.num_heads,
+                   "ffn_dim": cfg.ffn_dim, "disable_unet_model_creation": True}
+    wan22 = cfg.latent_channels == 48
+    model_config = (comfy.supported_models.WAN22_T2V if wan22 else comfy.supported_models.WAN21_T2V)(unet_config)
+    weights = storage_dtype(dit)
+    model_config.set_inference_dtype(weights if weights.is_floating_point else dit.compute_dtype,
+                                     None if weights == dit.compute_dtype else dit.compute_dtype)
+    if wan22:
+        model = WanCoreWAN22(model_config, image_to_video=True, device=offload_device)
+    else:
+        model = WanCoreWAN21(model_config, device=offload_device)
+    model.diffusion_model = dit.to(offload_device)
+    patcher = WanCorePatcher(model, load_device=load_device, offload_device=offload_device)
+    if reload is not None:
+        patcher.cached_patcher_init = reload
+    return patcher
+
+
+def load_to_device(patcher, memory_required: int = 0) -> torch.device:
+    """Ask ComfyUI to make room and load (and patch) the model; returns its device."""
+    mm.load_models_gpu([patcher], memory_required=memory_required)
+    return patcher.load_device

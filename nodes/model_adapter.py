@@ -1,0 +1,133 @@
+"""wan_core's WanDiT as the diffusion model of a ComfyUI ``MODEL``.
+
+:class:`ComfyWanDiT` subclasses :class:`wan_core.dit.WanDiT`, so its state-dict names are the
+native ``comfy.ldm.wan.model.WanModel`` names (LoRA key maps, weight patches and object patches
+find the same keys), and gives it the native call signature.  ``transformer_options`` are mapped
+onto wan_core's neutral :class:`~wan_core.dit.hooks.DiTHooks`:
+
+| ComfyUI                                            | wan_core hook                      |
+|----------------------------------------------------|------------------------------------|
+| ``DIFFUSION_MODEL`` wrappers (EasyCache, ...)      | around the whole forward           |
+| ``patches_replace["dit"][("double_block", i)]``    | ``block_replace[i]``               |
+| ``patches["double_block"]``                        | ``after_block``                    |
+| ``patches["attn1_patch"]``                         | ``self_attn_patches``              |
+| ``patches["attn2_patch"]``                         | ``cross_attn_patches``             |
+| ``patches["attn1_output_patch"/"attn2_output_patch"]`` | ``attn_output_patches``        |
+| ``optimized_attention_override``                   | ``attention``                      |
+| ``grid_sizes``, ``block_index``, ``total_blocks``  | ``on_grid`` / ``on_block``         |
+"""
+
+from __future__ import annotations
+
+import torch
+
+import comfy.patcher_extension
+from comfy.ldm.modules.attention import optimized_attention
+
+from ..wan_core.dit.hooks import BlockState, DiTHooks
+from ..wan_core.dit.model import WanDiT
+
+
+def _attention_override(options: dict):
+    """Route attention through ComfyUI's ``optimized_attention`` (which calls the override)."""
+
+    def attend(q, k, v, site):
+        heads = q.shape[2]
+        return optimized_attention(q.flatten(2), k.flatten(2), v.flatten(2), heads=heads, transformer_options=options)
+
+    return attend
+
+
+def hooks_from_options(options: dict, x_input: torch.Tensor) -> DiTHooks:
+    """The DiTHooks for one forward under ComfyUI ``transformer_options`` (filled in place, as native)."""
+    patches = options.get("patches", {})
+    replace = options.get("patches_replace", {}).get("dit", {})
+
+    def on_grid(grid):
+        options["grid_sizes"] = torch.Size(grid)
+
+    def on_block(site):
+        options["block_index"] = site.block_index
+        options["total_blocks"] = site.total_blocks
+        options["block_type"] = "double"
+
+    hooks = DiTHooks(on_grid=on_grid, on_block=on_block)
+    if "optimized_attention_override" in options:
+        hooks.attention = _attention_override(options)
+    hooks.self_attn_patches = [
+        (lambda out, q, k, site, p=p: p({"x": out, "q": q, "k": k, "transformer_options": options}))
+        for p in patches.get("attn1_patch", [])
+    ]
+    hooks.cross_attn_patches = [
+        (lambda x, site, p=p: p({"x": x, "transformer_options": options})) for p in patches.get("attn2_patch", [])
+    ]
+    for kind, key in (("self", "attn1_output_patch"), ("cross", "attn2_output_patch")):
+        if key in patches:
+            hooks.attn_output_patches[kind] = [(lambda out, site, p=p: p(out, options)) for p in patches[key]]
+    hooks.after_block = [
+        (lambda x, site, p=p: p({"img": x, "x": x_input, "vec": None, "block_index": site.block_index,
+                                 "img_offset": 0, "transformer_options": options})["img"])
+        for p in patches.get("double_block", [])
+    ]
+    for (kind, index), fn in replace.items():
+        if kind == "double_block":
+            hooks.block_replace[index] = _block_replacement(fn, options)
+    return hooks
+
+
+def _block_replacement(fn, options: dict):
+    """A native ``("double_block", i)`` replacement as a wan_core ``block_replace`` entry."""
+
+    def replaced(state: BlockState, run_block):
+        def original_block(args):
+            st = BlockState(args["img"], args["txt"], args["vec"], args["pe"], state.text_kv)
+            return {"img": run_block(st)}
+
+        args = {"img": state.x, "txt": state.context, "vec": state.modulation, "pe": state.rope,
+                "transformer_options": options}
+        return fn(args, {"original_block": original_block})["img"]
+
+    return replaced
+
+
+class ComfyWanDiT(WanDiT):
+    """The Wan DiT with the interface ComfyUI's ``BaseModel`` calls (native ``WanModel.forward``)."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype (BaseModel casts inputs to it; weights may be fp8 or GGUF blocks)."""
+        return self.compute_dtype
+
+    def forward(self, x, timestep, context, clip_fea=None, time_dim_concat=None, transformer_options={}, **kwargs):
+        return comfy.patcher_extension.WrapperExecutor.new_class_executor(
+            self._forward,
+            self,
+            comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
+                                                     transformer_options),
+        ).execute(x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kwargs)
+
+    def _forward(self, x, timestep, context, clip_fea=None, time_dim_concat=None, transformer_options={}, **kwargs):
+        if clip_fea is not None or time_dim_concat is not None:
+            raise ValueError("this Wan DiT is a text-to-video model: CLIP-vision image features and time-concatenated "
+                             "latents (image-to-video / FLF nodes) need an I2V model")
+        unknown = [k for k in ("reference_latent", "context_latents", "vace_context") if kwargs.get(k) is not None]
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: inputs of other Wan variants; this DiT is text-to-video")
+        t = self._token_timesteps(timestep, x)
+        hooks = hooks_from_options(transformer_options, x)
+        out = self.predict(x, t, context, hooks=hooks)
+        return out.to(x.dtype)
+
+    def _token_timesteps(self, timestep: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """[B] as is; per-frame [B, T] (core's TI2V denoise mask) -> per-token [B, T*h*w]."""
+        if timestep.dim() < 2 or timestep.shape[1] == 1:
+            return timestep.reshape(timestep.shape[0])
+        pt, ph, pw = self.config.patch_size
+        frames = -(-x.shape[2] // pt)
+        per_frame = (-(-x.shape[3] // ph)) * (-(-x.shape[4] // pw))
+        if timestep.shape[1] == frames * per_frame:
+            return timestep
+        if timestep.shape[1] != frames:
+            raise ValueError(f"timesteps of shape {tuple(timestep.shape)} for a latent of {frames} frames")
+        return timestep.repeat_interleave(per_frame, dim=1)
+

@@ -1,0 +1,1 @@
+"""GGUF files: memory-mapped reading, vectorised torch dequantization, layers that stay quantized."""

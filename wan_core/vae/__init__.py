@@ -1,0 +1,6 @@
+"""The Wan2.1 / Wan2.2 VAEs: model (chunked causal cache, tiling), key names, loader."""
+
+from .loader import load_vae
+from .model import WanVAE, WanVAEConfig, decode_tiled
+
+__all__ = ["load_vae", "WanVAE", "WanVAEConfig", "decode_tiled"]
