@@ -2,15 +2,18 @@
 
 from .host import register_model_folders
 from .loaders import WanCoreLoadDiT, WanCoreLoadTextEncoder, WanCoreLoadVAE
+from .lora import WanCoreLoraLoader, register_lora_key_aliases
 from .prompts import WanCoreEncodePrompts
 from .video import WanCoreDecode, WanCoreSampler, WanCoreVideoSize
 
 register_model_folders()
+register_lora_key_aliases()
 
 NODE_CLASS_MAPPINGS = {
     "WanCoreLoadTextEncoder": WanCoreLoadTextEncoder,
     "WanCoreLoadDiT": WanCoreLoadDiT,
     "WanCoreLoadVAE": WanCoreLoadVAE,
+    "WanCoreLoraLoader": WanCoreLoraLoader,
     "WanCoreEncodePrompts": WanCoreEncodePrompts,
     "WanCoreVideoSize": WanCoreVideoSize,
     "WanCoreSampler": WanCoreSampler,
@@ -21,6 +24,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "WanCoreLoadTextEncoder": "Wan Load Text Encoder (umt5)",
     "WanCoreLoadDiT": "Wan Load DiT (safetensors / GGUF)",
     "WanCoreLoadVAE": "Wan Load VAE",
+    "WanCoreLoraLoader": "Wan LoRA Loader",
     "WanCoreEncodePrompts": "Wan Encode Prompts",
     "WanCoreVideoSize": "Wan Video Size",
     "WanCoreSampler": "Wan Sampler",

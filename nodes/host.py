@@ -16,7 +16,7 @@ import comfy.ops
 import comfy.utils
 import folder_paths
 
-from ..wan_core.ops import cast_ops
+from ..wan_core.ops import FP8_DTYPES, cast_ops
 
 log = logging.getLogger("wan_core")
 
@@ -71,20 +71,25 @@ def compute_dtype(device: torch.device, weight_dtype: Optional[torch.dtype] = No
     return torch.float32
 
 
-def dit_operations(path: str):
-    """ComfyUI's own casting layers where they fit; ours for scaled fp8 and GGUF (which comfy.ops'
-    plain layers cannot decode). Both kinds take part in ModelPatcher's partial loading."""
+def dit_operations(path: str, weight_dtype: Optional[torch.dtype] = None):
+    """ComfyUI's own casting layers for float weights (fp32 / bf16 / fp16: LoRA merged as core merges
+    it); ours for fp8, ComfyUI scaled fp8 and GGUF, which keep their compact weights and take LoRA
+    patches per call on the decoded weight (see core_model.WanCorePatcher). Both kinds take part
+    in ModelPatcher's partial loading.
+
+    The header is read through wan_core's validated reader, so a truncated or foreign file fails
+    here with the same message (naming the file, saying what to do) as in the loader itself."""
     if path.lower().endswith(".gguf"):
         from ..wan_core.gguf.ops import gguf_ops
 
         return gguf_ops
+    compact = weight_dtype in FP8_DTYPES
     if os.path.isfile(path):
-        from safetensors import safe_open
+        from ..wan_core.safetensors_io import SafetensorsCheckpoint
 
-        with safe_open(path, framework="pt") as f:
-            if any(k.endswith(".scale_weight") for k in f.keys()):
-                return cast_ops
-    return comfy.ops.manual_cast
+        ck = SafetensorsCheckpoint.open(path, what="Wan DiT (diffusion model)", subfolder="transformer")
+        compact = compact or any(k.endswith(".scale_weight") or e.dtype in FP8_DTYPES for k, e in ck.entries.items())
+    return cast_ops if compact else comfy.ops.manual_cast
 
 
 @dataclass

@@ -10,8 +10,10 @@ from ..wan_core.attention import available_backends
 from ..wan_core.dit.loader import load_dit
 from ..wan_core.text.loader import load_text_encoder
 from ..wan_core.vae.loader import load_vae
+from .core_model import wrap_dit
 from .host import (DIT_KEY, check_schema, TEXT_ENCODER_KEY, VAE_KEY, compute_dtype, dit_operations, manage, model_choices,
                    resolve_model, weight_dtype_choice)
+from .model_adapter import ComfyWanDiT
 
 CATEGORY = "Wan Video (wan_core)/loaders"
 
@@ -37,9 +39,10 @@ class WanCoreLoadDiT:
                                               "when their package is installed."}),
         }}
 
-    RETURN_TYPES = ("WANCORE_DIT",)
-    RETURN_NAMES = ("dit",)
-    OUTPUT_TOOLTIPS = ("The Wan DiT, managed by ComfyUI's memory manager.",)
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("ComfyUI's MODEL (Wan2.1 / Wan2.2 model sampling and latent format): connect LoRA loaders, "
+                       "ModelSamplingSD3, EasyCache, context windows, guidance patches, KSampler or Wan Sampler.",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
@@ -53,13 +56,17 @@ class WanCoreLoadDiT:
         return True
 
     def load(self, dit_name, weight_dtype, attention):
-        path = resolve_model(DIT_KEY, dit_name, "transformer")
-        device, offload = mm.get_torch_device(), mm.unet_offload_device()
-        wdt = weight_dtype_choice(weight_dtype)
-        model = load_dit(path, operations=dit_operations(path), compute_dtype=compute_dtype(device, wdt),
-                         weight_dtype=wdt)
-        model.attention_backend = attention
-        return (manage(model, "dit", dit_name, device, offload, family=model.config.family),)
+        return (load_wan_model(resolve_model(DIT_KEY, dit_name, "transformer"), weight_dtype, attention),)
+
+
+def load_wan_model(path: str, weight_dtype: str = "default", attention: str = "sdpa", disable_dynamic: bool = False):
+    """A Wan DiT file (safetensors / GGUF / diffusers folder) as a core MODEL (ModelPatcher)."""
+    device, offload = mm.get_torch_device(), mm.unet_offload_device()
+    wdt = weight_dtype_choice(weight_dtype)
+    dit = load_dit(path, operations=dit_operations(path, wdt), compute_dtype=compute_dtype(device, wdt), weight_dtype=wdt,
+                   model_class=ComfyWanDiT)
+    dit.attention_backend = attention
+    return wrap_dit(dit, device, offload, reload=(load_wan_model, (path, weight_dtype, attention)))
 
 
 class WanCoreLoadTextEncoder:

@@ -13,7 +13,9 @@ from ..wan_core.sampling.sampler import SamplerSettings, sample
 from ..wan_core.sampling.schedulers import DMD_TIMESTEPS, SCHEDULERS
 from ..wan_core.sizes import ASPECT_RATIOS, TIER_PIXELS, pixel_multiple, preset_size, snap_video_size
 from ..wan_core.vae import decode_tiled
+from .core_model import load_to_device
 from .host import Progress, check_schema
+from .model_adapter import ComfyWanDiT
 from .prompts import embeddings_from_conditioning
 
 log = logging.getLogger("wan_core")
@@ -85,6 +87,16 @@ class WanCoreVideoSize:
         return (latent, size.width, size.height, size.frames)
 
 
+def wan_dit(model, name: str) -> ComfyWanDiT:
+    """The wan_core DiT inside a MODEL from Wan Load DiT; a clear error for other models."""
+    dit = getattr(getattr(model, "model", None), "diffusion_model", None)
+    if not isinstance(dit, ComfyWanDiT):
+        kind = type(dit).__name__ if dit is not None else type(model).__name__
+        raise ValueError(f"{name}: Wan Sampler runs the Wan DiT loaded by 'Wan Load DiT'; got a {kind}. Use KSampler "
+                         "for other models.")
+    return dit
+
+
 class WanCoreSampler:
     DESCRIPTION = ("Generates a video latent with a Wan DiT: flow matching with UniPC (official default), DPM++ "
                    "2M, Euler, or DMD 3-step (FastWan, no CFG). Connect a second DiT for Wan2.2 A14B: the first "
@@ -93,7 +105,8 @@ class WanCoreSampler:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "dit": ("WANCORE_DIT", {"tooltip": "The DiT (for A14B: the high-noise expert)."}),
+            "model": ("MODEL", {"tooltip": "The Wan DiT from Wan Load DiT, after any LoRA loaders (for A14B: the "
+                                           "high-noise expert)."}),
             "positive": ("CONDITIONING", {"tooltip": "Prompt embeddings (Wan Encode Prompts)."}),
             "negative": ("CONDITIONING", {"tooltip": "Negative embeddings; unused when guidance is 1.0 or with DMD."}),
             "latent": ("LATENT", {"tooltip": "From Wan Video Size (or a video latent to re-noise with denoise < 1)."}),
@@ -110,7 +123,8 @@ class WanCoreSampler:
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
                                   "tooltip": "Below 1.0 the input latent is partially re-noised (video to video)."}),
         }, "optional": {
-            "dit_low_noise": ("WANCORE_DIT", {"tooltip": "Wan2.2 A14B low-noise expert (used below the boundary)."}),
+            "model_low_noise": ("MODEL", {"tooltip": "Wan2.2 A14B low-noise expert (used below the boundary), with its "
+                                                     "own LoRA chain."}),
             "guidance_low_noise": ("FLOAT", {"default": 3.0, "min": 1.0, "max": 20.0, "step": 0.1,
                                              "tooltip": "Guidance for the low-noise expert (official: 3.0)."}),
             "boundary": ("FLOAT", {"default": 0.875, "min": 0.0, "max": 1.0, "step": 0.005,
@@ -139,8 +153,8 @@ class WanCoreSampler:
                 return "dmd starts from pure noise; set denoise to 1.0"
         return True
 
-    def run(self, dit, positive, negative, latent, seed, steps, guidance, shift, scheduler, denoise,
-            dit_low_noise=None, guidance_low_noise=3.0, boundary=0.875, cfg_mode="batched"):
+    def run(self, model, positive, negative, latent, seed, steps, guidance, shift, scheduler, denoise,
+            model_low_noise=None, guidance_low_noise=3.0, boundary=0.875, cfg_mode="batched"):
         samples = latent["samples"]
         pos = embeddings_from_conditioning(positive, "positive")
         neg = embeddings_from_conditioning(negative, "negative")
@@ -152,23 +166,23 @@ class WanCoreSampler:
         settings = SamplerSettings(steps=steps, guidance=guidance, shift=shift, scheduler=scheduler, seed=seed,
                                    denoise=denoise, boundary=boundary, guidance_low=guidance_low_noise,
                                    batched_cfg=cfg_mode == "batched")
-        cfg = dit.model.config
+        dit, dit_low = wan_dit(model, "model"), None if model_low_noise is None else wan_dit(model_low_noise, "model_low_noise")
+        cfg = dit.config
         tokens = samples.shape[2] * (samples.shape[3] // 2) * (samples.shape[4] // 2)
         working = 2 * b * tokens * (cfg.ffn_dim + 6 * cfg.dim) * 4  # activations of one forward, with CFG batch
 
-        managed = {id(dit.model): dit}
-        if dit_low_noise is not None:
-            managed[id(dit_low_noise.model)] = dit_low_noise
-        progress = Progress(steps if scheduler != "dmd" else len(DMD_TIMESTEPS), cfg.latent_channels,
-                            dit.patcher.load_device)
+        patchers = {id(dit): model}
+        if dit_low is not None:
+            patchers[id(dit_low)] = model_low_noise
+        progress = Progress(steps if scheduler != "dmd" else len(DMD_TIMESTEPS), cfg.latent_channels, model.load_device)
         start = latent.get(START_KEY)
         out = sample(
-            dit.model, pos, neg, samples, settings,
-            model_low=None if dit_low_noise is None else dit_low_noise.model,
+            dit, pos, neg, samples, settings,
+            model_low=dit_low,
             start_latent=start,
             callback=progress,
             should_stop=progress.should_stop,
-            prepare_model=lambda m: managed[id(m)].load(memory_required=working),
+            prepare_model=lambda m: load_to_device(patchers[id(m)], memory_required=working),
         )
         return ({"samples": out.to(mm.intermediate_device())},)
 

@@ -51,7 +51,7 @@ SPECS = {
     "WanCoreLoadTextEncoder": ([("text_encoder_name", "COMBO", 1, 0), ("device", "COMBO", 1, 0), ("dtype", "COMBO", 1, 0)],
                                [("text_encoder", "WANCORE_TEXT_ENCODER")]),
     "WanCoreLoadDiT": ([("dit_name", "COMBO", 1, 0), ("weight_dtype", "COMBO", 1, 0), ("attention", "COMBO", 1, 0)],
-                       [("dit", "WANCORE_DIT")]),
+                       [("model", "MODEL")]),
     "WanCoreLoadVAE": ([("vae_name", "COMBO", 1, 0), ("dtype", "COMBO", 1, 0)], [("vae", "WANCORE_VAE")]),
     "WanCoreEncodePrompts": ([("text_encoder", "WANCORE_TEXT_ENCODER", 0, 0), ("positive", "STRING", 1, 0),
                               ("negative", "STRING", 1, 0), ("one_prompt_per_line", "BOOLEAN", 1, 0)],
@@ -60,10 +60,10 @@ SPECS = {
                           ("width", "INT", 1, 0), ("height", "INT", 1, 0), ("frames", "INT", 1, 0),
                           ("batch_size", "INT", 1, 0), ("start_image", "IMAGE", 0, 1)],
                          [("latent", "LATENT"), ("width", "INT"), ("height", "INT"), ("frames", "INT")]),
-    "WanCoreSampler": ([("dit", "WANCORE_DIT", 0, 0), ("positive", "CONDITIONING", 0, 0),
+    "WanCoreSampler": ([("model", "MODEL", 0, 0), ("positive", "CONDITIONING", 0, 0),
                         ("negative", "CONDITIONING", 0, 0), ("latent", "LATENT", 0, 0), ("seed", "INT", 1, 0),
                         ("steps", "INT", 1, 0), ("guidance", "FLOAT", 1, 0), ("shift", "FLOAT", 1, 0),
-                        ("scheduler", "COMBO", 1, 0), ("denoise", "FLOAT", 1, 0), ("dit_low_noise", "WANCORE_DIT", 0, 1),
+                        ("scheduler", "COMBO", 1, 0), ("denoise", "FLOAT", 1, 0), ("model_low_noise", "MODEL", 0, 1),
                         ("guidance_low_noise", "FLOAT", 1, 1), ("boundary", "FLOAT", 1, 1), ("cfg_mode", "COMBO", 1, 1)],
                        [("latent", "LATENT")]),
     "WanCoreDecode": ([("vae", "WANCORE_VAE", 0, 0), ("samples", "LATENT", 0, 0), ("tiled", "BOOLEAN", 1, 0),
@@ -90,7 +90,7 @@ def system(name, title, te, dits, vae, prompt, size, sampler, fps):
         4: ("WanCoreEncodePrompts", {"text_encoder": link(1), "positive": prompt, "negative": NEG,
                                      "one_prompt_per_line": False}),
         5: ("WanCoreVideoSize", {"vae": link(3), **size, "batch_size": 1}),
-        6: ("WanCoreSampler", {"dit": link(2), "positive": link(4, 0), "negative": link(4, 1), "latent": link(5),
+        6: ("WanCoreSampler", {"model": link(2), "positive": link(4, 0), "negative": link(4, 1), "latent": link(5),
                                **sampler}),
         7: ("WanCoreDecode", {"vae": link(3), "samples": link(6), "tiled": False, "tile_size": 256,
                               "tile_overlap": 64}),
@@ -99,7 +99,7 @@ def system(name, title, te, dits, vae, prompt, size, sampler, fps):
     }
     if len(dits) > 1:
         nodes[10] = ("WanCoreLoadDiT", {"dit_name": dits[1], "weight_dtype": "default", "attention": "sdpa"})
-        nodes[6][1]["dit_low_noise"] = link(10)
+        nodes[6][1]["model_low_noise"] = link(10)
     return {"name": name, "title": title, "nodes": nodes}
 
 

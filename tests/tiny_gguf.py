@@ -110,3 +110,27 @@ def write_umt5_gguf(sd: dict, proto: bytes, path, linear_type=T.Q8_0) -> dict:
     w.write_tensors_to_file()
     w.close()
     return decoded
+
+
+def quant_mix(sd: dict) -> dict:
+    """A QuantStack-like mix for the blocks' matrices: Q4_K / Q6_K / Q5_K / Q8_0 / Q4_0."""
+    types = {}
+    for name, t in sd.items():
+        if t.dim() != 2 or not name.startswith("blocks."):
+            continue
+        if ".ffn.0." in name:
+            types[name] = T.Q4_K
+        elif ".ffn.2." in name:
+            types[name] = T.Q6_K
+        elif ".cross_attn." in name and name.endswith(("k.weight", "v.weight")):
+            types[name] = T.Q5_K
+        elif ".self_attn." in name:
+            types[name] = T.Q8_0
+        else:
+            types[name] = T.Q4_0
+    return types
+
+
+def write_dit_gguf(sd: dict, path, prefix: str = ""):
+    """(path, decoded fp32 state dict) of a Wan DiT GGUF with the :func:`quant_mix` types."""
+    return path, write_wan_gguf(sd, path, quant_mix(sd), prefix=prefix)

@@ -22,7 +22,10 @@ from .model import WanDiT
 
 log = logging.getLogger(__name__)
 
-# Small parameters kept in fp32 whatever the file holds: they are used in fp32 regions.
+# Small parameters used in fp32 regions: never stored in fp8 (a conversion request leaves them as
+# the file has them, and an fp8 file's copies are widened to fp32). Any other stored dtype is kept:
+# the model casts them to fp32 where they are used, which is exact, and the layout equals the
+# native model's, so a host's weight patches round identically.
 _FP32_PARAM_SUFFIXES = ("modulation", "norm_q.weight", "norm_k.weight", "norm3.weight", "norm3.bias")
 
 # ComfyUI scaled-fp8 side tensors: not parameters of the model itself.
@@ -33,7 +36,7 @@ _MARKERS = ("scaled_fp8",)
 def storage_dtype(name: str, file_dtype: torch.dtype, weight_dtype: Optional[torch.dtype]) -> torch.dtype:
     """The dtype a parameter is kept in: fp32 for modulation/norms, fp8 stays fp8, else as asked."""
     if name.endswith(_FP32_PARAM_SUFFIXES):
-        return torch.float32
+        return torch.float32 if file_dtype in FP8_DTYPES else file_dtype
     if file_dtype in FP8_DTYPES:
         return file_dtype
     if weight_dtype is None:
