@@ -31,7 +31,9 @@ def detect_vae_config(shapes: dict, source: str) -> WanVAEConfig:
             kind = "a umt5 text encoder: put it in models/text_encoders"
         else:
             kind = f"{len(keys)} tensors such as {', '.join(sorted(keys)[:4])}"
-        raise ModelLayoutError(f"{source} is not a Wan VAE (no decoder.middle.0.residual.0.gamma); it is {kind}.")
+        raise ModelLayoutError(f"{source} is not a Wan VAE (no decoder.middle.0.residual.0.gamma); it is {kind}. "
+                               "Choose wan_2.1_vae.safetensors (Wan2.1, A14B) or wan2.2_vae.safetensors (TI2V-5B) "
+                               "from models/vae.")
     version = "2.2" if "decoder.upsamples.0.upsamples.0.residual.2.weight" in shapes else "2.1"
     cfg = WanVAEConfig(
         version=version,
