@@ -40,6 +40,14 @@ MODELS = {
     "Wan2.2-T2V-A14B-LowNoise-Q4_K_M.gguf": (
         f"{HF}/QuantStack/Wan2.2-T2V-A14B-GGUF/resolve/main/LowNoise/Wan2.2-T2V-A14B-LowNoise-Q4_K_M.gguf",
         "diffusion_models"),
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors": (
+        f"{HF}/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/loras/"
+        "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors", "loras"),
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors": (
+        f"{HF}/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/loras/"
+        "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors", "loras"),
+    "Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32.safetensors": (
+        f"{HF}/Kijai/WanVideo_comfy/resolve/main/Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32.safetensors", "loras"),
     "wan_2.1_vae.safetensors": (
         f"{HF}/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/wan_2.1_vae.safetensors", "vae"),
     "wan2.2_vae.safetensors": (
@@ -68,21 +76,34 @@ SPECS = {
                        [("latent", "LATENT")]),
     "WanCoreDecode": ([("vae", "WANCORE_VAE", 0, 0), ("samples", "LATENT", 0, 0), ("tiled", "BOOLEAN", 1, 0),
                        ("tile_size", "INT", 1, 0), ("tile_overlap", "INT", 1, 0)], [("frames", "IMAGE")]),
+    "LoraLoaderModelOnly": ([("model", "MODEL", 0, 0), ("lora_name", "COMBO", 1, 0), ("strength_model", "FLOAT", 1, 0)],
+                            [("MODEL", "MODEL")]),
+    "WanCoreLoraLoader": ([("model", "MODEL", 0, 0), ("lora_name", "COMBO", 1, 0), ("strength", "FLOAT", 1, 0),
+                           ("diffusers_part", "COMBO", 1, 0)], [("model", "MODEL")]),
     "CreateVideo": ([("images", "IMAGE", 0, 0), ("fps", "FLOAT", 1, 0), ("audio", "AUDIO", 0, 1),
                      ("bit_depth", "INT", 1, 1)], [("VIDEO", "VIDEO")]),
     "SaveVideo": ([("video", "VIDEO", 0, 0), ("filename_prefix", "STRING", 1, 0), ("format", "COMBO", 1, 0),
                    ("codec", "COMBO", 1, 0)], [("video", "VIDEO")]),
 }
 LOADER_MODEL_INPUT = {"WanCoreLoadTextEncoder": "text_encoder_name", "WanCoreLoadDiT": "dit_name",
-                      "WanCoreLoadVAE": "vae_name"}
+                      "WanCoreLoadVAE": "vae_name", "LoraLoaderModelOnly": "lora_name", "WanCoreLoraLoader": "lora_name"}
+DIFFUSERS_PART = "transformer (DiT / high-noise expert)"
 
 
 def link(node: int, slot: int = 0):
     return ("link", node, slot)
 
 
-def system(name, title, te, dits, vae, prompt, size, sampler, fps):
-    """The node list of one text-to-video graph (ids are stable: they appear in API files)."""
+def lora_node(node_type, model_link, lora_name, strength):
+    if node_type == "LoraLoaderModelOnly":
+        return (node_type, {"model": model_link, "lora_name": lora_name, "strength_model": strength})
+    return (node_type, {"model": model_link, "lora_name": lora_name, "strength": strength,
+                        "diffusers_part": DIFFUSERS_PART})
+
+
+def system(name, title, te, dits, vae, prompt, size, sampler, fps, loras=()):
+    """The node list of one text-to-video graph (ids are stable: they appear in API files).
+    ``loras``: one (node type, file, strength) per DiT, between its loader and the sampler."""
     nodes = {
         1: ("WanCoreLoadTextEncoder", {"text_encoder_name": te, "device": "default", "dtype": "default"}),
         2: ("WanCoreLoadDiT", {"dit_name": dits[0], "weight_dtype": "default", "attention": "sdpa"}),
@@ -100,6 +121,10 @@ def system(name, title, te, dits, vae, prompt, size, sampler, fps):
     if len(dits) > 1:
         nodes[10] = ("WanCoreLoadDiT", {"dit_name": dits[1], "weight_dtype": "default", "attention": "sdpa"})
         nodes[6][1]["model_low_noise"] = link(10)
+    for (node_type, lora_name, strength), (loader, lora_id, sampler_input) in zip(
+            loras, ((2, 11, "model"), (10, 12, "model_low_noise"))):
+        nodes[lora_id] = lora_node(node_type, link(loader), lora_name, strength)
+        nodes[6][1][sampler_input] = link(lora_id)
     return {"name": name, "title": title, "nodes": nodes}
 
 
@@ -125,6 +150,21 @@ SYSTEMS = [
            dict(aspect_ratio="16:9", resolution="480p", width=832, height=480, frames=81),
            dict(seed=42, steps=40, guidance=4.0, shift=12.0, scheduler="unipc", denoise=1.0,
                 guidance_low_noise=3.0, boundary=0.875, cfg_mode="batched"), 16),
+    # The community's Lightning recipe: one distillation LoRA per expert, 4 steps, guidance 1, shift 5.
+    system("wan2.2_t2v_A14B_gguf_lightning", "Wan2.2 T2V A14B GGUF + Lightning 4-step LoRAs (guidance 1)",
+           "umt5-xxl-encoder-Q8_0.gguf",
+           ["Wan2.2-T2V-A14B-HighNoise-Q4_K_M.gguf", "Wan2.2-T2V-A14B-LowNoise-Q4_K_M.gguf"],
+           "wan_2.1_vae.safetensors", PROMPT,
+           dict(aspect_ratio="16:9", resolution="480p", width=832, height=480, frames=81),
+           dict(seed=42, steps=4, guidance=1.0, shift=5.0, scheduler="euler", denoise=1.0,
+                guidance_low_noise=1.0, boundary=0.875, cfg_mode="batched"), 16,
+           loras=[("LoraLoaderModelOnly", "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors", 1.0),
+                  ("LoraLoaderModelOnly", "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors", 1.0)]),
+    system("wan2.1_t2v_1.3B_lora", "Wan2.1 T2V 1.3B + CausVid LoRA (8 steps, guidance 1)",
+           "umt5_xxl_fp8_e4m3fn_scaled.safetensors", ["wan2.1_t2v_1.3B_fp16.safetensors"], "wan_2.1_vae.safetensors",
+           PROMPT, dict(aspect_ratio="16:9", resolution="480p", width=832, height=480, frames=81),
+           dict(seed=42, steps=8, guidance=1.0, shift=8.0, scheduler="unipc", denoise=1.0), 16,
+           loras=[("WanCoreLoraLoader", "Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32.safetensors", 0.8)]),
 ]
 
 
@@ -145,7 +185,7 @@ def ui_format(sysdef) -> dict:
     # (x, y, width, height) per node id: loaders left, prompts and size next, sampler, then output
     cols = {1: (0, 0, 400, 130), 2: (0, 170, 400, 130), 10: (0, 340, 400, 130), 3: (0, 510, 400, 110),
             4: (440, 0, 440, 420), 5: (440, 460, 440, 290), 6: (920, 0, 400, 380), 7: (1360, 0, 360, 170),
-            8: (1360, 220, 360, 130), 9: (1760, 0, 420, 170)}
+            8: (1360, 220, 360, 130), 9: (1760, 0, 420, 170), 11: (440, 800, 440, 110), 12: (440, 950, 440, 110)}
     for order, (nid, (ctype, inputs)) in enumerate(sorted(sysdef["nodes"].items())):
         spec_in, spec_out = SPECS[ctype]
         ins, widgets = [], []

@@ -38,14 +38,15 @@ def write_stand_ins(root: Path) -> Path:
 
     from test_vae import TINY21, TINY22, random_vae_state
     from tiny_gguf import write_umt5_gguf, write_wan_gguf
+    from tiny_loras import lora_state
     from tiny_models import TINY_T2V, TINY_TI2V, random_dit_state, write_diffusers_folder
     from tiny_text import tiny_umt5_state, train_spiece, write_comfy_umt5
 
     root = Path(root)
     if (root / MARKER).exists():
         return root
-    dm, te, vae, diff = (root / d for d in ("diffusion_models", "text_encoders", "vae", "diffusers"))
-    for d in (dm, te, vae, diff):
+    dm, te, vae, diff, loras = (root / d for d in ("diffusion_models", "text_encoders", "vae", "diffusers", "loras"))
+    for d in (dm, te, vae, diff, loras):
         d.mkdir(parents=True, exist_ok=True)
 
     import sentencepiece
@@ -72,6 +73,12 @@ def write_stand_ins(root: Path) -> Path:
                  for k, v in sd.items() if v.dim() == 2 and k.startswith("blocks.")}
         write_wan_gguf(sd, dm / f"Wan2.2-T2V-A14B-{name}-Q4_K_M.gguf", types)
         experts[name] = sd
+    # LoRAs in the layouts of the real files: lightx2v (diffusion_model. lora_down/up + alpha, diff, diff_b)
+    for name, seed in (("high_noise", 17), ("low_noise", 18)):
+        save_file(lora_state(TINY_T2V, "lightx2v", rank=64, seed=seed),
+                  str(loras / f"wan2.2_t2v_lightx2v_4steps_lora_v1.1_{name}.safetensors"), metadata=LABEL)
+    save_file(lora_state(TINY_T2V, "lightx2v", rank=32, seed=19),
+              str(loras / "Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32.safetensors"), metadata=LABEL)
     save_file(random_vae_state(TINY21, seed=15), str(vae / "wan_2.1_vae.safetensors"), metadata=LABEL)
     save_file(random_vae_state(TINY22, seed=16), str(vae / "wan2.2_vae.safetensors"), metadata=LABEL)
     (root / MARKER).write_text(

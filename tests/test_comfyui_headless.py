@@ -17,10 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from stand_in_models import write_stand_ins  # noqa: E402
 
-WORKFLOWS = ["wan2.1_t2v_1.3B", "wan2.2_ti2v_5B", "fastwan2.2_ti2v_5B_dmd", "wan2.2_t2v_A14B_gguf"]
+WORKFLOWS = ["wan2.1_t2v_1.3B", "wan2.2_ti2v_5B", "fastwan2.2_ti2v_5B_dmd", "wan2.2_t2v_A14B_gguf",
+             "wan2.2_t2v_A14B_gguf_lightning", "wan2.1_t2v_1.3B_lora"]
 # Tiny stand-in models on a CPU: small sizes, few steps (A14B: 4 steps at shift 12 = 3 high + 1 low).
 SMALL = {"wan2.1_t2v_1.3B": (64, 48), "wan2.2_ti2v_5B": (64, 64), "fastwan2.2_ti2v_5B_dmd": (96, 64),
-         "wan2.2_t2v_A14B_gguf": (80, 48)}
+         "wan2.2_t2v_A14B_gguf": (80, 48), "wan2.2_t2v_A14B_gguf_lightning": (80, 48), "wan2.1_t2v_1.3B_lora": (64, 48)}
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 
 
@@ -38,6 +39,7 @@ def shrink(wf, name, frames=9, steps=None, seed=None):
     wf["5"]["inputs"].update(aspect_ratio="custom", width=w, height=h, frames=frames)
     if wf["6"]["inputs"]["scheduler"] != "dmd":
         wf["6"]["inputs"]["steps"] = steps or (4 if "A14B" in name else 3)
+
     if seed is not None:
         wf["6"]["inputs"]["seed"] = seed
     return wf
@@ -74,8 +76,9 @@ def probe_mp4(path):
 def test_nodes_registered_without_import_errors(server):
     info = server.get("/object_info")
     ours = {k for k in info if k.startswith("WanCore")}
-    assert ours == {"WanCoreLoadTextEncoder", "WanCoreLoadDiT", "WanCoreLoadVAE", "WanCoreEncodePrompts",
-                    "WanCoreVideoSize", "WanCoreSampler", "WanCoreDecode"}
+    assert ours == {"WanCoreLoadTextEncoder", "WanCoreLoadDiT", "WanCoreLoadVAE", "WanCoreLoraLoader",
+                    "WanCoreEncodePrompts", "WanCoreVideoSize", "WanCoreSampler", "WanCoreDecode"}
+    assert info["WanCoreLoadDiT"]["output"] == ["MODEL"] and info["WanCoreSampler"]["input"]["required"]["model"][0] == "MODEL"
     assert "IMPORT FAILED" not in server.read_log()
     dits = info["WanCoreLoadDiT"]["input"]["required"]["dit_name"][0]
     assert "Wan2.2-T2V-A14B-HighNoise-Q4_K_M.gguf" in dits and "diffusers/FastWan2.2-TI2V-5B-FullAttn-Diffusers" in dits
@@ -99,6 +102,23 @@ def test_workflow_runs_and_writes_mp4(server, name):
     w, h = SMALL[name]
     assert (frames, width, height) == (9, w, h)
     assert fps == wf["8"]["inputs"]["fps"]
+
+
+def test_lora_workflows_patch_the_model(server):
+    """The LoRA workflows really patch: Wan LoRA Loader reports its file; the same seed with the LoRA
+    at strength 0 gives another video than at the workflow's strength."""
+    import hashlib
+
+    wf = shrink(load_api("wan2.1_t2v_1.3B_lora"), "wan2.1_t2v_1.3B_lora", seed=5)
+    with_lora = run_ok(server, wf)
+    log = server.read_log()
+    # 2 blocks x (10 linears + their 10 biases + norm3 weight/bias, 3 qk-norms, modulation) + head weight/bias
+    assert "Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32.safetensors: 54 weights patched at strength 0.8" in log, log[-2000:]
+    assert "skipped 14 tensors for parts this text-to-video model lacks" in log  # k_img, v_img (x3, x2 blocks), img_emb (x2)
+    wf["11"]["inputs"]["strength"] = 0.0
+    without = run_ok(server, wf)
+    digest = lambda e: hashlib.sha1(server.output_files(e, ".mp4")[0].read_bytes()).hexdigest()  # noqa: E731
+    assert digest(with_lora) != digest(without)
 
 
 def test_progress_events_and_latent_previews_over_websocket(server):
@@ -168,15 +188,32 @@ def test_runtime_error_is_clear_and_server_survives(server):
 
 
 def test_cancel_then_next_prompt_runs(server):
-    wf = shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", steps=150, seed=11)
-    status, body = server.queue(wf)
-    assert status == 200
-    deadline = time.time() + 120
-    while time.time() < deadline and not server.get("/queue")["queue_running"]:
-        time.sleep(0.1)
-    time.sleep(1.0)  # inside the sampling loop
-    server.post("/interrupt")
-    entry = server.wait(body["prompt_id"])
+    """Interrupt as soon as the sampler reports its first step (websocket), then the next prompt runs."""
+    import asyncio
+
+    import aiohttp
+
+    wf = shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", frames=33, steps=200, seed=11)
+    wf["5"]["inputs"].update(width=160, height=96)
+
+    async def interrupt_at_first_step():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{server.url}/ws?clientId={server.client_id}") as ws:
+                status, body = server.queue(wf)
+                assert status == 200, body
+                async for msg in ws:
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        continue
+                    data = json.loads(msg.data)
+                    if data["type"] == "progress" and data["data"].get("node") == "6":
+                        assert data["data"]["value"] < data["data"]["max"]
+                        server.post("/interrupt")
+                        return body["prompt_id"]
+                    if data["type"] in ("execution_success", "execution_error"):
+                        raise AssertionError(f"the prompt ended before sampling: {data}")
+
+    prompt_id = asyncio.run(asyncio.wait_for(interrupt_at_first_step(), 600))
+    entry = server.wait(prompt_id)
     assert entry["status"]["status_str"] == "error"
     assert "execution_interrupted" in json.dumps(entry["status"]["messages"])
     run_ok(server, shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", seed=12))
@@ -244,7 +281,7 @@ def test_ui_file_matches_api_twin_and_object_info(server, name):
                         isinstance(itype, str) and itype.startswith("COMFY_DYNAMICCOMBO")):
                     if iname in api[str(nid)]["inputs"] or group == "required":
                         widget_names.append(iname)
-                        if spec[group][iname][1].get("control_after_generate"):
+                        if len(spec[group][iname]) > 1 and spec[group][iname][1].get("control_after_generate"):
                             widget_names.append("control_after_generate")
         assert len(node["widgets_values"]) == len(widget_names), (ctype, node["widgets_values"], widget_names)
         api_in = api[str(nid)]["inputs"]
@@ -262,11 +299,16 @@ def test_ui_file_matches_api_twin_and_object_info(server, name):
             assert dst == nid and nodes[src]["outputs"][sslot]["type"] == ltype == inp["type"]
             assert api_in[inp["name"]] == [str(src), sslot]
             assert info[nodes[src]["type"]]["output"][sslot] == ltype
-        if ctype.startswith("WanCoreLoad"):
+        if ctype.startswith("WanCoreLoad") or "lora_name" in api_in:
             models = node["properties"].get("models", [])
+            assert models or not api_in.get("lora_name", "x").endswith(".safetensors") or "diffusers/" in json.dumps(
+                api_in), f"{ctype} has no properties.models"
             for m in models:
-                assert m["url"].startswith("https://") and m["directory"] in ("diffusion_models", "text_encoders", "vae")
+                assert m["url"].startswith("https://") and m["directory"] in (
+                    "diffusion_models", "text_encoders", "vae", "loras")
                 assert m["name"] in json.dumps(api_in)
+                if "lora_name" in api_in:
+                    assert m["directory"] == "loras" and m["name"] == api_in["lora_name"]
 
 
 def test_front_end_opens_every_workflow(server, tmp_path):
