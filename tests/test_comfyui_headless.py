@@ -5,7 +5,6 @@ checked against their API twins and the live /object_info."""
 import copy
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
