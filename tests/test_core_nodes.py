@@ -219,3 +219,32 @@ def test_attention_patches_and_override(models):
         assert seen["sites"] == {(0, 2, (3, 3, 5)), (1, 2, (3, 3, 5))}
     assert counts[0] == counts[1] and counts[0]["override"] == 2 * 2 * 2  # 2 steps x 2 blocks x (self, cross)
     assert rel_err(outs[0], outs[1]) < TOL
+
+
+def test_torch_compile_model(models):
+    """Core TorchCompileModel compiles our diffusion model (inductor, CPU); same result as uncompiled."""
+    ours, native = models()
+    compiled = ci.run_node("TorchCompileModel", model=shift(ours), backend="inductor")[0]
+    got = ksampler(compiled, steps=2)
+    assert rel_err(got, ksampler(shift(native), steps=2)) < 1e-5
+    assert rel_err(got, ksampler(shift(ours), steps=2)) < 1e-5
+
+
+def test_multigpu_work_units_deepclone(models, tmp_path):
+    """MultiGPU_WorkUnits clones the model once per extra GPU through the loader's factory
+    (cached_patcher_init). This machine has one device, so the node adds no clone; the per-device
+    clone it would make is built here directly: a fresh load from our loader, LoRA patches carried."""
+    import comfy.sd
+
+    from tiny_loras import lora_state
+
+    ours, native = models()
+    lora = lora_state(TINY_T2V, "lightx2v", rank=16, seed=3)
+    patched = comfy.sd.load_lora_for_models(shift(ours), None, lora, 0.7, 0)[0]
+    node_out = ci.run_node("MultiGPU_WorkUnits", model=patched, max_gpus=2)[0]
+    assert node_out.get_additional_models_with_key("multigpu") == []  # one device: nothing to split
+    clone = patched.deepclone_multigpu(new_load_device=torch.device("cpu"))
+    assert clone.model is not patched.model and clone.model.diffusion_model is not patched.model.diffusion_model
+    ref = ksampler(comfy.sd.load_lora_for_models(shift(native), None, lora, 0.7, 0)[0], steps=2)
+    assert rel_err(ksampler(clone, steps=2), ref) < TOL
+    assert rel_err(ksampler(node_out, steps=2), ref) < TOL
