@@ -73,6 +73,7 @@ def probe(args):
                 model.model.apply_model(x, sigma, c_crossattn=ctx)
                 times.append(time.perf_counter() - t1)
         out["forward_s"] = statistics.median(times)
+        out["rss"] = status_bytes("VmRSS") - base  # after the forwards: GGUF pages are mapped in on first use
     print(json.dumps(out))
 
 
@@ -165,7 +166,7 @@ def main():
                  f"{r['forward_s'] / nat:.2f}x"] for n, r in fwd.items()]
         tokens = lat[0] * (lat[1] // 2) * (lat[2] // 2)
         print(f"\nForward, {args.frames} frames {args.width}x{args.height} ({tokens} video tokens, 512 text), "
-              f"fp32 compute, median of {args.runs} after a warm-up; model = weights held")
+              f"fp32 compute, median of {args.runs} after a warm-up; model = weights held; RSS after the forwards")
         print(table(rows, ["model", "forward", "model", "RSS after", "vs GGUF no LoRA", "vs native + LoRA"]))
 
 

@@ -4,7 +4,8 @@ from .host import register_model_folders
 from .loaders import WanCoreLoadDiT, WanCoreLoadTextEncoder, WanCoreLoadVAE
 from .lora import WanCoreLoraLoader, register_lora_key_aliases
 from .prompts import WanCoreEncodePrompts
-from .video import WanCoreDecode, WanCoreSampler, WanCoreVideoSize
+from .sampler_nodes import WanCoreExpertGuider, WanCoreNoise, WanCoreSampler, WanCoreSamplerSelect, WanCoreSigmas
+from .video import WanCoreDecode, WanCoreVideoSize
 
 register_model_folders()
 register_lora_key_aliases()
@@ -17,6 +18,10 @@ NODE_CLASS_MAPPINGS = {
     "WanCoreEncodePrompts": WanCoreEncodePrompts,
     "WanCoreVideoSize": WanCoreVideoSize,
     "WanCoreSampler": WanCoreSampler,
+    "WanCoreSamplerSelect": WanCoreSamplerSelect,
+    "WanCoreSigmas": WanCoreSigmas,
+    "WanCoreNoise": WanCoreNoise,
+    "WanCoreExpertGuider": WanCoreExpertGuider,
     "WanCoreDecode": WanCoreDecode,
 }
 
@@ -28,5 +33,9 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "WanCoreEncodePrompts": "Wan Encode Prompts",
     "WanCoreVideoSize": "Wan Video Size",
     "WanCoreSampler": "Wan Sampler",
+    "WanCoreSamplerSelect": "Wan Sampler Select (official solvers)",
+    "WanCoreSigmas": "Wan Sigmas (official grid)",
+    "WanCoreNoise": "Wan Noise (seed + i)",
+    "WanCoreExpertGuider": "Wan A14B Expert Guider",
     "WanCoreDecode": "Wan Decode",
 }

@@ -15,7 +15,6 @@ import logging
 import torch
 
 import comfy.model_base
-import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.supported_models
 import comfy.utils
@@ -90,8 +89,3 @@ def wrap_dit(dit, load_device, offload_device, reload=None) -> WanCorePatcher:
         patcher.cached_patcher_init = reload
     return patcher
 
-
-def load_to_device(patcher, memory_required: int = 0) -> torch.device:
-    """Ask ComfyUI to make room and load (and patch) the model; returns its device."""
-    mm.load_models_gpu([patcher], memory_required=memory_required)
-    return patcher.load_device

@@ -1,5 +1,5 @@
-"""Everything the nodes need from ComfyUI, in one place: devices and dtypes, model files,
-ModelPatcher wrapping, loading right before use, progress with previews, interruption."""
+"""What the loader and decoder nodes need from ComfyUI: devices and dtypes, model files,
+ModelPatcher wrapping and loading right before use, schema checks."""
 
 from __future__ import annotations
 
@@ -117,29 +117,6 @@ def manage(model, kind: str, source: str, load_device, offload_device, **info) -
 def weight_dtype_choice(name: str) -> Optional[torch.dtype]:
     return {"default": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
             "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}[name]
-
-
-class Progress:
-    """ComfyUI progress bar with latent-to-RGB previews and interruption checks."""
-
-    def __init__(self, total: int, latent_channels: int, device):
-        import comfy.latent_formats
-        import latent_preview
-
-        self.bar = comfy.utils.ProgressBar(total)
-        fmt = comfy.latent_formats.Wan22() if latent_channels == 48 else comfy.latent_formats.Wan21()
-        self.previewer = latent_preview.get_previewer(device, fmt)
-
-    def __call__(self, step: int, total: int, x0: Optional[torch.Tensor]):
-        preview = None
-        if self.previewer is not None and x0 is not None:
-            preview = self.previewer.decode_latent_to_preview_image("JPEG", x0.float())
-        self.bar.update_absolute(step, total, preview)
-
-    @staticmethod
-    def should_stop() -> bool:
-        mm.throw_exception_if_processing_interrupted()  # raises ComfyUI's InterruptProcessingException
-        return False
 
 
 def check_schema(node_cls, **values):

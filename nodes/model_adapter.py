@@ -93,6 +93,8 @@ def _block_replacement(fn, options: dict):
 class ComfyWanDiT(WanDiT):
     """The Wan DiT with the interface ComfyUI's ``BaseModel`` calls (native ``WanModel.forward``)."""
 
+    passes = 0  # forwards actually run (Wan Sampler reports what step caches saved)
+
     @property
     def dtype(self) -> torch.dtype:
         """The compute dtype (BaseModel casts inputs to it; weights may be fp8 or GGUF blocks)."""
@@ -115,6 +117,7 @@ class ComfyWanDiT(WanDiT):
             raise ValueError(f"{', '.join(unknown)}: inputs of other Wan variants; this DiT is text-to-video")
         t = self._token_timesteps(timestep, x)
         hooks = hooks_from_options(transformer_options, x)
+        self.passes += 1
         out = self.predict(x, t, context, hooks=hooks)
         return out.to(x.dtype)
 

@@ -1,4 +1,4 @@
-"""Video size (empty LATENT, optional TI2V start image), sampling and decoding nodes."""
+"""Video size (empty LATENT, optional TI2V start image) and decoding nodes."""
 
 from __future__ import annotations
 
@@ -9,18 +9,12 @@ import torch.nn.functional as F
 
 import comfy.model_management as mm
 
-from ..wan_core.sampling.sampler import SamplerSettings, sample
-from ..wan_core.sampling.schedulers import DMD_TIMESTEPS, SCHEDULERS
 from ..wan_core.sizes import ASPECT_RATIOS, TIER_PIXELS, pixel_multiple, preset_size, snap_video_size
 from ..wan_core.vae import decode_tiled
-from .core_model import load_to_device
-from .host import Progress, check_schema
-from .model_adapter import ComfyWanDiT
-from .prompts import embeddings_from_conditioning
+from .host import check_schema
 
 log = logging.getLogger("wan_core")
 CATEGORY = "Wan Video (wan_core)"
-START_KEY = "wan_core_start_latent"
 
 
 def _fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -82,109 +76,17 @@ class WanCoreVideoSize:
             pixels = _fit_image(start_image, size.width, size.height).to(device)
             with torch.no_grad():
                 z = vae.model.encode(pixels).to(mm.intermediate_device()).repeat(batch_size, 1, 1, 1, 1)
+            # core's TI2V convention (Wan22ImageToVideoLatent): the encoded frame in the latent, a noise
+            # mask that keeps it, and the empty frames stored so they normalise to zero
+            import comfy.latent_formats
+
+            mask = torch.ones(batch_size, 1, t, h, w, device=latent["samples"].device)
+            mask[:, :, :1] = 0.0
+            empty = comfy.latent_formats.Wan22().process_out(torch.zeros_like(latent["samples"]))
+            latent["samples"] = empty * mask + latent["samples"] * (1.0 - mask)
             latent["samples"][:, :, :1] = z
-            latent[START_KEY] = z
+            latent["noise_mask"] = mask
         return (latent, size.width, size.height, size.frames)
-
-
-def wan_dit(model, name: str) -> ComfyWanDiT:
-    """The wan_core DiT inside a MODEL from Wan Load DiT; a clear error for other models."""
-    dit = getattr(getattr(model, "model", None), "diffusion_model", None)
-    if not isinstance(dit, ComfyWanDiT):
-        kind = type(dit).__name__ if dit is not None else type(model).__name__
-        raise ValueError(f"{name}: Wan Sampler runs the Wan DiT loaded by 'Wan Load DiT'; got a {kind}. Use KSampler "
-                         "for other models.")
-    return dit
-
-
-class WanCoreSampler:
-    DESCRIPTION = ("Generates a video latent with a Wan DiT: flow matching with UniPC (official default), DPM++ "
-                   "2M, Euler, or DMD 3-step (FastWan, no CFG). Connect a second DiT for Wan2.2 A14B: the first "
-                   "is the high-noise expert (t >= boundary), the second the low-noise expert.")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "The Wan DiT from Wan Load DiT, after any LoRA loaders (for A14B: the "
-                                           "high-noise expert)."}),
-            "positive": ("CONDITIONING", {"tooltip": "Prompt embeddings (Wan Encode Prompts)."}),
-            "negative": ("CONDITIONING", {"tooltip": "Negative embeddings; unused when guidance is 1.0 or with DMD."}),
-            "latent": ("LATENT", {"tooltip": "From Wan Video Size (or a video latent to re-noise with denoise < 1)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                             "tooltip": "Noise seed (CPU generator: same video on any device). Batch item i uses "
-                                        "seed + i."}),
-            "steps": ("INT", {"default": 30, "min": 1, "max": 200, "tooltip": "Denoising steps (DMD: 3)."}),
-            "guidance": ("FLOAT", {"default": 5.0, "min": 1.0, "max": 20.0, "step": 0.1,
-                                   "tooltip": "Classifier-free guidance. 1.0 skips the negative pass (half the work)."}),
-            "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 30.0, "step": 0.1,
-                                "tooltip": "Flow shift: 5 for 480p Wan2.1/5B (templates use 8), 12 for A14B."}),
-            "scheduler": (list(SCHEDULERS), {"default": "unipc",
-                                             "tooltip": "unipc (official), dpm++ (2M), euler, dmd (FastWan 3-step)."}),
-            "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
-                                  "tooltip": "Below 1.0 the input latent is partially re-noised (video to video)."}),
-        }, "optional": {
-            "model_low_noise": ("MODEL", {"tooltip": "Wan2.2 A14B low-noise expert (used below the boundary), with its "
-                                                     "own LoRA chain."}),
-            "guidance_low_noise": ("FLOAT", {"default": 3.0, "min": 1.0, "max": 20.0, "step": 0.1,
-                                             "tooltip": "Guidance for the low-noise expert (official: 3.0)."}),
-            "boundary": ("FLOAT", {"default": 0.875, "min": 0.0, "max": 1.0, "step": 0.005,
-                                   "tooltip": "Switch point as a fraction of t = 1000 (T2V A14B: 0.875)."}),
-            "cfg_mode": (["batched", "sequential"], {
-                "default": "batched", "tooltip": "batched runs positive and negative in one pass (faster); "
-                                                 "sequential uses less memory."}),
-        }}
-
-    RETURN_TYPES = ("LATENT",)
-    RETURN_NAMES = ("latent",)
-    FUNCTION = "run"
-    CATEGORY = CATEGORY
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, scheduler, steps, guidance, denoise):
-        error = check_schema(cls, scheduler=scheduler, steps=steps, guidance=guidance, denoise=denoise)
-        if error:
-            return error
-        if scheduler == "dmd":
-            if steps != len(DMD_TIMESTEPS):
-                return f"dmd runs {len(DMD_TIMESTEPS)} steps at t = {list(DMD_TIMESTEPS)}; set steps to 3"
-            if guidance != 1.0:
-                return "dmd (FastWan) is distilled without classifier-free guidance; set guidance to 1.0"
-            if denoise != 1.0:
-                return "dmd starts from pure noise; set denoise to 1.0"
-        return True
-
-    def run(self, model, positive, negative, latent, seed, steps, guidance, shift, scheduler, denoise,
-            model_low_noise=None, guidance_low_noise=3.0, boundary=0.875, cfg_mode="batched"):
-        samples = latent["samples"]
-        pos = embeddings_from_conditioning(positive, "positive")
-        neg = embeddings_from_conditioning(negative, "negative")
-        b = samples.shape[0]
-        for name, emb in (("positive", pos), ("negative", neg)):
-            if emb.shape[0] not in (1, b):
-                raise ValueError(f"{emb.shape[0]} {name} prompts for a batch of {b} latents; set batch_size to the "
-                                 "number of prompts (or use one prompt)")
-        settings = SamplerSettings(steps=steps, guidance=guidance, shift=shift, scheduler=scheduler, seed=seed,
-                                   denoise=denoise, boundary=boundary, guidance_low=guidance_low_noise,
-                                   batched_cfg=cfg_mode == "batched")
-        dit, dit_low = wan_dit(model, "model"), None if model_low_noise is None else wan_dit(model_low_noise, "model_low_noise")
-        cfg = dit.config
-        tokens = samples.shape[2] * (samples.shape[3] // 2) * (samples.shape[4] // 2)
-        working = 2 * b * tokens * (cfg.ffn_dim + 6 * cfg.dim) * 4  # activations of one forward, with CFG batch
-
-        patchers = {id(dit): model}
-        if dit_low is not None:
-            patchers[id(dit_low)] = model_low_noise
-        progress = Progress(steps if scheduler != "dmd" else len(DMD_TIMESTEPS), cfg.latent_channels, model.load_device)
-        start = latent.get(START_KEY)
-        out = sample(
-            dit, pos, neg, samples, settings,
-            model_low=dit_low,
-            start_latent=start,
-            callback=progress,
-            should_stop=progress.should_stop,
-            prepare_model=lambda m: load_to_device(patchers[id(m)], memory_required=working),
-        )
-        return ({"samples": out.to(mm.intermediate_device())},)
 
 
 class WanCoreDecode:

@@ -59,7 +59,7 @@ def seeded_noise(shape: Sequence[int], seed: int) -> torch.Tensor:
                         for i in range(shape[0])])
 
 
-class _NoiseStream:
+class NoiseStream:
     """Fresh noise per call from one CPU generator per batch element (DMD re-noising)."""
 
     def __init__(self, shape, seed: int):
@@ -125,7 +125,7 @@ def sample(
         total = settings.steps if settings.denoise >= 1.0 else int(settings.steps / settings.denoise)
         schedule = make_schedule(settings.scheduler, total, settings.shift).tail(settings.steps)
     noise = seeded_noise(latent.shape, settings.seed).to(device)
-    solver = make_solver(settings.scheduler, schedule, _NoiseStream(latent.shape, settings.seed))
+    solver = make_solver(settings.scheduler, schedule, NoiseStream(latent.shape, settings.seed))
     s0 = schedule.sigmas[0].item()
     x = noise if settings.denoise >= 1.0 else (1 - s0) * latent_space.normalize(latent).to(device) + s0 * noise
 

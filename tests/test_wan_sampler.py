@@ -1,0 +1,237 @@
+"""Wan Sampler on ComfyUI's sampling machinery.
+
+- Numerics unchanged: Wan Sampler (core guider + our SAMPLER / SIGMAS / NOISE) equals the wan_core
+  loop alone, which tests/test_sampling.py proves equal to the official loops and diffusers'
+  WanPipeline; for every solver, the A14B expert switch, TI2V's start frame, denoise, batches.
+- The same through core SamplerCustomAdvanced with our SAMPLER / SIGMAS / NOISE / expert GUIDER.
+- Patches on the incoming MODEL apply: EasyCache / LazyCache skip the same steps as in front of
+  core KSampler on the native model; WanContextWindowsManual; CFGZeroStar, APG, NAGuidance.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import comfy_inprocess as ci
+from conftest import rel_err
+from tiny_gguf import write_dit_gguf
+from tiny_models import TINY_T2V, TINY_TI2V, random_dit_state
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    ci.host()
+    base = tmp_path_factory.mktemp("wan_sampler")
+    paths = {}
+    save_file({f"model.diffusion_model.{k}": v for k, v in random_dit_state(TINY_T2V, seed=31).items()},
+              str(base / "t2v.safetensors"))
+    paths["t2v"] = base / "t2v.safetensors"
+    save_file(random_dit_state(TINY_TI2V, seed=32), str(base / "ti2v.safetensors"))
+    paths["ti2v"] = base / "ti2v.safetensors"
+    for name, seed in (("high", 33), ("low", 34)):
+        paths[name] = write_dit_gguf(random_dit_state(TINY_T2V, seed=seed), base / f"A14B-{name}.gguf")[0]
+    return paths
+
+
+def load(env, name):
+    return ci.pack_module("nodes.loaders").load_wan_model(str(env[name]))
+
+
+def native(env, name):
+    import comfy.sd
+
+    return comfy.sd.load_diffusion_model(str(env[name]))
+
+
+def conds(seed=0, batch=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 512, 4096, generator=g) * 0.5, torch.randn(batch, 512, 4096, generator=g) * 0.5
+
+
+def wan_sampler(model, pos, neg, latent, **kw):
+    args = dict(seed=7, steps=4, guidance=5.0, shift=5.0, scheduler="unipc", denoise=1.0)
+    args.update(kw)
+    node = ci.pack_module("nodes.sampler_nodes").WanCoreSampler()
+    return node.run(model, [[pos, {}]], [[neg, {}]], latent if isinstance(latent, dict) else {"samples": latent},
+                    **args)[0]["samples"]
+
+
+def core_loop(model, pos, neg, latent, model_low=None, start_latent=None, **kw):
+    """The wan_core loop alone on the same DiT(s) (no ComfyUI sampling)."""
+    sampling = ci.pack_module("wan_core.sampling.sampler")
+    settings = dict(seed=7, steps=4, guidance=5.0, shift=5.0, scheduler="unipc", denoise=1.0)
+    settings.update(kw)
+    low = None if model_low is None else model_low.model.diffusion_model
+    return sampling.sample(model.model.diffusion_model, pos, neg, latent, sampling.SamplerSettings(**settings),
+                           model_low=low, start_latent=start_latent)
+
+
+@pytest.mark.parametrize("scheduler,steps,guidance", [("unipc", 6, 5.0), ("dpm++", 5, 4.0), ("euler", 4, 3.0),
+                                                      ("dmd", 3, 1.0), ("unipc", 3, 1.0)])
+def test_equals_wan_core_loop(env, scheduler, steps, guidance):
+    model = load(env, "t2v")
+    pos, neg = conds()
+    lat = torch.zeros(1, 16, 3, 6, 10)
+    got = wan_sampler(model, pos, neg, lat, scheduler=scheduler, steps=steps, guidance=guidance)
+    ref = core_loop(model, pos, neg, lat, scheduler=scheduler, steps=steps, guidance=guidance)
+    assert rel_err(got, ref) < TOL
+
+
+def test_denoise_batch_seeds_and_sequential_cfg(env):
+    model = load(env, "t2v")
+    pos, neg = conds(1, batch=2)
+    g = torch.Generator().manual_seed(5)
+    video = torch.randn(2, 16, 3, 6, 10, generator=g)
+    got = wan_sampler(model, pos, neg, video, denoise=0.6, steps=5)
+    assert rel_err(got, core_loop(model, pos, neg, video, denoise=0.6, steps=5)) < TOL
+    seq = wan_sampler(model, pos, neg, video, denoise=0.6, steps=5, cfg_mode="sequential")
+    assert rel_err(seq, got) < TOL
+    one = wan_sampler(model, pos[1:], neg[1:], video[1:], denoise=0.6, steps=5, seed=8)  # item 1 == seed + 1 alone
+    assert rel_err(got[1:], one) < TOL
+
+
+def test_a14b_expert_switch(env):
+    high, low = load(env, "high"), load(env, "low")
+    pos, neg = conds(2)
+    lat = torch.zeros(1, 16, 3, 6, 10)
+    kw = dict(steps=8, shift=12.0, guidance=4.0)
+    got = wan_sampler(high, pos, neg, lat, model_low_noise=low, guidance_low_noise=3.0, boundary=0.875, **kw)
+    ref = core_loop(high, pos, neg, lat, model_low=low, guidance_low=3.0, boundary=0.875, **kw)
+    assert rel_err(got, ref) < TOL
+    only_high = wan_sampler(high, pos, neg, lat, **kw)
+    assert rel_err(got, only_high) > 1e-3  # the low-noise expert took part
+
+
+def test_ti2v_start_frame_through_core_noise_mask(env):
+    """TI2V-5B start image: core's noise-mask convention (as Wan Video Size and core's
+    Wan22ImageToVideoLatent write it) == the wan_core loop's fixed first frame."""
+    import comfy.latent_formats
+
+    model = load(env, "ti2v")
+    pos, neg = conds(3)
+    g = torch.Generator().manual_seed(6)
+    start = torch.randn(1, 48, 1, 6, 10, generator=g)  # an encoded image, raw VAE space
+    mask = torch.ones(1, 1, 3, 6, 10)
+    mask[:, :, :1] = 0.0
+    samples = comfy.latent_formats.Wan22().process_out(torch.zeros(1, 48, 3, 6, 10))
+    samples[:, :, :1] = start
+    got = wan_sampler(model, pos, neg, {"samples": samples, "noise_mask": mask}, steps=5)
+    ref = core_loop(model, pos, neg, torch.zeros(1, 48, 3, 6, 10), start_latent=start, steps=5)
+    assert rel_err(got, ref) < TOL
+    assert rel_err(got[:, :, :1], start) < 1e-5
+
+
+def test_sampler_custom_advanced_with_our_objects(env):
+    """SamplerCustomAdvanced(Wan Noise, CFGGuider / Wan A14B Expert Guider, Wan Sampler Select,
+    Wan Sigmas) == Wan Sampler == the wan_core loop."""
+    nodes = ci.pack_module("nodes.sampler_nodes")
+    pos, neg = conds(4)
+    lat = torch.zeros(1, 16, 3, 6, 10)
+    model = load(env, "t2v")
+    shifted = ci.run_node("ModelSamplingSD3", model=model, shift=5.0)[0]
+    guider = ci.run_node("CFGGuider", model=shifted, positive=[[pos, {}]], negative=[[neg, {}]], cfg=5.0)[0]
+    out = ci.run_node("SamplerCustomAdvanced", noise=nodes.WanCoreNoise().get(7)[0], guider=guider,
+                      sampler=nodes.WanCoreSamplerSelect().get("dpm++")[0],
+                      sigmas=nodes.WanCoreSigmas().get("dpm++", 5, 5.0, 1.0)[0], latent_image={"samples": lat})[0]
+    ref = core_loop(model, pos, neg, lat, scheduler="dpm++", steps=5)
+    assert rel_err(out["samples"], ref) < TOL
+    assert rel_err(out["samples"], wan_sampler(model, pos, neg, lat, scheduler="dpm++", steps=5)) < TOL
+
+    high, low = load(env, "high"), load(env, "low")
+    guider = nodes.WanCoreExpertGuider().get(high, low, [[pos, {}]], [[neg, {}]], 4.0, 3.0, 0.875)[0]
+    out = ci.run_node("SamplerCustomAdvanced", noise=nodes.WanCoreNoise().get(7)[0], guider=guider,
+                      sampler=nodes.WanCoreSamplerSelect().get("unipc")[0],
+                      sigmas=nodes.WanCoreSigmas().get("unipc", 8, 12.0, 1.0)[0], latent_image={"samples": lat})[0]
+    ref = core_loop(high, pos, neg, lat, model_low=low, guidance=4.0, guidance_low=3.0, steps=8, shift=12.0)
+    assert rel_err(out["samples"], ref) < TOL
+
+
+# -- patches on the incoming MODEL, against core KSampler on the native model ---------------------
+# Wan Sampler with euler and a step count dividing 1000 uses the same grid as KSampler's "simple"
+# scheduler after ModelSamplingSD3 with the same shift, and the same noise for one seed.
+
+
+def ksampler_native(model, pos, neg, latent, steps, cfg, shift=5.0, seed=7):
+    import nodes as core
+
+    model = ci.run_node("ModelSamplingSD3", model=model, shift=shift)[0]
+    return core.common_ksampler(model, seed, steps, cfg, "euler", "simple", [[pos, {}]], [[neg, {}]],
+                                {"samples": latent})[0]["samples"]
+
+
+def dit_passes(model):
+    dm = model.model.diffusion_model
+    return dm.passes if hasattr(dm, "passes") else None
+
+
+@pytest.mark.parametrize("node", ["EasyCache", "LazyCache"])
+def test_step_caches_in_front_of_wan_sampler(env, node, caplog):
+    # threshold 1.0: random weights change ~0.6 per step (see test_core_nodes), the default 0.2 skips nothing
+    def cached(m):
+        return ci.run_node(node, model=m, reuse_threshold=1.0, start_percent=0.1, end_percent=0.95, verbose=False)[0]
+
+    pos, neg = conds(5)
+    lat = torch.zeros(1, 16, 3, 6, 10)
+    steps = 20
+    ours = load(env, "t2v")
+    before = dit_passes(ours)
+    with caplog.at_level(logging.INFO, logger="wan_core"):
+        got = wan_sampler(cached(ours), pos, neg, lat, scheduler="euler", steps=steps, guidance=5.0)
+    our_passes = dit_passes(ours) - before
+    ref_model = native(env, "t2v")
+    calls = []
+    inner = ref_model.model.diffusion_model.forward_orig
+
+    def counted(*a, **k):
+        calls.append(1)
+        return inner(*a, **k)
+
+    ref_model.model.diffusion_model.forward_orig = counted
+    ref = ksampler_native(cached(ref_model), pos, neg, lat, steps, 5.0)
+    assert our_passes == len(calls) < steps
+    assert rel_err(got, ref) < TOL
+    report = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Wan Sampler:")]
+    assert report == [f"Wan Sampler: {steps} steps, {our_passes} DiT passes ({steps - our_passes} steps served by "
+                      f"the step cache: {steps - our_passes} of {steps} DiT passes saved)"]
+
+
+def test_context_windows_in_front_of_wan_sampler(env):
+    """A latent longer than the window (9 latent frames = 33 video frames; windows of 17, overlap 8)."""
+
+    def windows(m):
+        return ci.run_node("WanContextWindowsManual", model=m, context_length=17, context_overlap=8,
+                           context_schedule="standard_static", context_stride=1, closed_loop=False,
+                           fuse_method="pyramid", freenoise=False)[0]
+
+    pos, neg = conds(6)
+    lat = torch.zeros(1, 16, 9, 6, 10)
+    got = wan_sampler(windows(load(env, "t2v")), pos, neg, lat, scheduler="euler", steps=4)
+    ref = ksampler_native(windows(native(env, "t2v")), pos, neg, lat, 4, 5.0)
+    assert rel_err(got, ref) < TOL
+
+
+@pytest.mark.parametrize("name,kwargs,cfg", [
+    ("CFGZeroStar", {}, 5.0),
+    ("APG", {"eta": 0.5, "norm_threshold": 5.0, "momentum": -0.5}, 5.0),
+    ("NAGuidance", {"nag_scale": 5.0, "nag_alpha": 0.5, "nag_tau": 1.5}, 1.0),
+])
+def test_guidance_patches_in_front_of_wan_sampler(env, name, kwargs, cfg):
+    """The patched MODEL in front of Wan Sampler == in front of core KSampler (same model, same grid)."""
+    import nodes as core
+
+    pos, neg = conds(7)
+    lat = torch.zeros(1, 16, 3, 6, 10)
+    model = ci.run_node(name, model=load(env, "t2v"), **kwargs)[0]
+    got = wan_sampler(model, pos, neg, lat, scheduler="euler", steps=4, guidance=cfg)
+    shifted = ci.run_node("ModelSamplingSD3", model=model, shift=5.0)[0]
+    ref = core.common_ksampler(shifted, 7, 4, cfg, "euler", "simple", [[pos, {}]], [[neg, {}]],
+                               {"samples": lat})[0]["samples"]
+    assert rel_err(got, ref) < TOL
+    plain = wan_sampler(load(env, "t2v"), pos, neg, lat, scheduler="euler", steps=4, guidance=cfg)
+    assert rel_err(got, plain) > 1e-4  # the patch took effect
