@@ -80,6 +80,12 @@ SPECS = {
                             [("MODEL", "MODEL")]),
     "WanCoreLoraLoader": ([("model", "MODEL", 0, 0), ("lora_name", "COMBO", 1, 0), ("strength", "FLOAT", 1, 0),
                            ("diffusers_part", "COMBO", 1, 0)], [("model", "MODEL")]),
+    "WanContextWindowsManual": ([("model", "MODEL", 0, 0), ("context_length", "INT", 1, 0),
+                                 ("context_overlap", "INT", 1, 0), ("context_schedule", "COMBO", 1, 0),
+                                 ("context_stride", "INT", 1, 0), ("closed_loop", "BOOLEAN", 1, 0),
+                                 ("fuse_method", "COMBO", 1, 0), ("freenoise", "BOOLEAN", 1, 0),
+                                 ("retain_first_frame", "BOOLEAN", 1, 0), ("split_conds_to_windows", "BOOLEAN", 1, 0)],
+                                [("MODEL", "MODEL")]),
     "CreateVideo": ([("images", "IMAGE", 0, 0), ("fps", "FLOAT", 1, 0), ("audio", "AUDIO", 0, 1),
                      ("bit_depth", "INT", 1, 1)], [("VIDEO", "VIDEO")]),
     "SaveVideo": ([("video", "VIDEO", 0, 0), ("filename_prefix", "STRING", 1, 0), ("format", "COMBO", 1, 0),
@@ -101,7 +107,7 @@ def lora_node(node_type, model_link, lora_name, strength):
                         "diffusers_part": DIFFUSERS_PART})
 
 
-def system(name, title, te, dits, vae, prompt, size, sampler, fps, loras=()):
+def system(name, title, te, dits, vae, prompt, size, sampler, fps, loras=(), windows=None):
     """The node list of one text-to-video graph (ids are stable: they appear in API files).
     ``loras``: one (node type, file, strength) per DiT, between its loader and the sampler."""
     nodes = {
@@ -125,6 +131,9 @@ def system(name, title, te, dits, vae, prompt, size, sampler, fps, loras=()):
             loras, ((2, 11, "model"), (10, 12, "model_low_noise"))):
         nodes[lora_id] = lora_node(node_type, link(loader), lora_name, strength)
         nodes[6][1][sampler_input] = link(lora_id)
+    if windows is not None:  # core context windows between the DiT and the sampler (long videos)
+        nodes[13] = ("WanContextWindowsManual", {"model": nodes[6][1]["model"], **windows})
+        nodes[6][1]["model"] = link(13)
     return {"name": name, "title": title, "nodes": nodes}
 
 
@@ -165,6 +174,14 @@ SYSTEMS = [
            PROMPT, dict(aspect_ratio="16:9", resolution="480p", width=832, height=480, frames=81),
            dict(seed=42, steps=8, guidance=1.0, shift=8.0, scheduler="unipc", denoise=1.0), 16,
            loras=[("WanCoreLoraLoader", "Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32.safetensors", 0.8)]),
+    # A video longer than the model's 81 frames: core context windows (81-frame windows, overlap 16).
+    system("wan2.1_t2v_1.3B_long", "Wan2.1 T2V 1.3B, 161 frames in 81-frame context windows",
+           "umt5_xxl_fp8_e4m3fn_scaled.safetensors", ["wan2.1_t2v_1.3B_fp16.safetensors"], "wan_2.1_vae.safetensors",
+           PROMPT, dict(aspect_ratio="16:9", resolution="480p", width=832, height=480, frames=161),
+           dict(seed=42, steps=30, guidance=6.0, shift=8.0, scheduler="unipc", denoise=1.0), 16,
+           windows=dict(context_length=81, context_overlap=16, context_schedule="standard_static", context_stride=1,
+                        closed_loop=False, fuse_method="pyramid", freenoise=True, retain_first_frame=False,
+                        split_conds_to_windows=False)),
 ]
 
 
@@ -185,7 +202,8 @@ def ui_format(sysdef) -> dict:
     # (x, y, width, height) per node id: loaders left, prompts and size next, sampler, then output
     cols = {1: (0, 0, 400, 130), 2: (0, 170, 400, 130), 10: (0, 340, 400, 130), 3: (0, 510, 400, 110),
             4: (440, 0, 440, 420), 5: (440, 460, 440, 290), 6: (920, 0, 400, 380), 7: (1360, 0, 360, 170),
-            8: (1360, 220, 360, 130), 9: (1760, 0, 420, 170), 11: (440, 800, 440, 110), 12: (440, 950, 440, 110)}
+            8: (1360, 220, 360, 130), 9: (1760, 0, 420, 170), 11: (440, 800, 440, 110), 12: (440, 950, 440, 110),
+            13: (440, 800, 440, 290)}
     for order, (nid, (ctype, inputs)) in enumerate(sorted(sysdef["nodes"].items())):
         spec_in, spec_out = SPECS[ctype]
         ins, widgets = [], []

@@ -17,10 +17,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from stand_in_models import write_stand_ins  # noqa: E402
 
 WORKFLOWS = ["wan2.1_t2v_1.3B", "wan2.2_ti2v_5B", "fastwan2.2_ti2v_5B_dmd", "wan2.2_t2v_A14B_gguf",
-             "wan2.2_t2v_A14B_gguf_lightning", "wan2.1_t2v_1.3B_lora"]
+             "wan2.2_t2v_A14B_gguf_lightning", "wan2.1_t2v_1.3B_lora", "wan2.1_t2v_1.3B_long"]
 # Tiny stand-in models on a CPU: small sizes, few steps (A14B: 4 steps at shift 12 = 3 high + 1 low).
 SMALL = {"wan2.1_t2v_1.3B": (64, 48), "wan2.2_ti2v_5B": (64, 64), "fastwan2.2_ti2v_5B_dmd": (96, 64),
-         "wan2.2_t2v_A14B_gguf": (80, 48), "wan2.2_t2v_A14B_gguf_lightning": (80, 48), "wan2.1_t2v_1.3B_lora": (64, 48)}
+         "wan2.2_t2v_A14B_gguf": (80, 48), "wan2.2_t2v_A14B_gguf_lightning": (80, 48), "wan2.1_t2v_1.3B_lora": (64, 48),
+         "wan2.1_t2v_1.3B_long": (64, 48)}
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 
 
@@ -60,6 +61,15 @@ def run_ok(server, wf, timeout=600):
     return entry
 
 
+def decoded_frames(path):
+    """The mp4's frames as one uint8 array (the file bytes also hold the prompt as metadata)."""
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])])
+
+
 def probe_mp4(path):
     import av
 
@@ -76,7 +86,10 @@ def test_nodes_registered_without_import_errors(server):
     info = server.get("/object_info")
     ours = {k for k in info if k.startswith("WanCore")}
     assert ours == {"WanCoreLoadTextEncoder", "WanCoreLoadDiT", "WanCoreLoadVAE", "WanCoreLoraLoader",
-                    "WanCoreEncodePrompts", "WanCoreVideoSize", "WanCoreSampler", "WanCoreDecode"}
+                    "WanCoreEncodePrompts", "WanCoreVideoSize", "WanCoreSampler", "WanCoreDecode",
+                    "WanCoreSamplerSelect", "WanCoreSigmas", "WanCoreNoise", "WanCoreExpertGuider"}
+    assert info["WanCoreSamplerSelect"]["output"] == ["SAMPLER"] and info["WanCoreSigmas"]["output"] == ["SIGMAS"]
+    assert info["WanCoreNoise"]["output"] == ["NOISE"] and info["WanCoreExpertGuider"]["output"] == ["GUIDER"]
     assert info["WanCoreLoadDiT"]["output"] == ["MODEL"] and info["WanCoreSampler"]["input"]["required"]["model"][0] == "MODEL"
     assert "IMPORT FAILED" not in server.read_log()
     dits = info["WanCoreLoadDiT"]["input"]["required"]["dit_name"][0]
@@ -106,8 +119,6 @@ def test_workflow_runs_and_writes_mp4(server, name):
 def test_lora_workflows_patch_the_model(server):
     """The LoRA workflows really patch: Wan LoRA Loader reports its file; the same seed with the LoRA
     at strength 0 gives another video than at the workflow's strength."""
-    import hashlib
-
     wf = shrink(load_api("wan2.1_t2v_1.3B_lora"), "wan2.1_t2v_1.3B_lora", seed=5)
     with_lora = run_ok(server, wf)
     log = server.read_log()
@@ -116,8 +127,43 @@ def test_lora_workflows_patch_the_model(server):
     assert "skipped 14 tensors for parts this text-to-video model lacks" in log  # k_img, v_img (x3, x2 blocks), img_emb (x2)
     wf["11"]["inputs"]["strength"] = 0.0
     without = run_ok(server, wf)
-    digest = lambda e: hashlib.sha1(server.output_files(e, ".mp4")[0].read_bytes()).hexdigest()  # noqa: E731
-    assert digest(with_lora) != digest(without)
+    a, b = (decoded_frames(server.output_files(e, ".mp4")[0]).astype(int) for e in (with_lora, without))
+    assert abs(a - b).mean() > 1.0  # the LoRA changed the video
+
+
+def test_long_video_in_context_windows(server):
+    """The long-video workflow, scaled down: 33 frames (9 latent frames) in 17-frame windows, overlap 8."""
+    wf = shrink(load_api("wan2.1_t2v_1.3B_long"), "wan2.1_t2v_1.3B_long", frames=33, seed=3)
+    wf["13"]["inputs"].update(context_length=17, context_overlap=8)
+    entry = run_ok(server, wf)
+    frames, w, h, _ = probe_mp4(server.output_files(entry, ".mp4")[0])
+    assert (frames, w, h) == (33, 64, 48)
+    # 3 steps x 3 windows (latent frames 0-4, 2-6, 4-8): more DiT passes than steps
+    assert "Wan Sampler: 3 steps, 9 DiT passes" in server.read_log()
+
+
+def test_sampler_custom_advanced_with_our_sampler_sigmas_noise(server):
+    """Core SamplerCustomAdvanced built from Wan Noise, core CFGGuider, Wan Sampler Select and Wan
+    Sigmas, in place of Wan Sampler: the same video as Wan Sampler with the same settings."""
+    base = shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", seed=77)
+    base["6"]["inputs"].update(steps=4, guidance=5.0, shift=5.0, scheduler="dpm++")
+    via_wan_sampler = run_ok(server, base)
+    wf = copy.deepcopy(base)
+    wf["40"] = {"class_type": "WanCoreNoise", "inputs": {"noise_seed": 77}}
+    wf["41"] = {"class_type": "ModelSamplingSD3", "inputs": {"model": ["2", 0], "shift": 5.0}}
+    wf["42"] = {"class_type": "CFGGuider", "inputs": {"model": ["41", 0], "positive": ["4", 0], "negative": ["4", 1],
+                                                     "cfg": 5.0}}
+    wf["43"] = {"class_type": "WanCoreSamplerSelect", "inputs": {"scheduler": "dpm++"}}
+    wf["44"] = {"class_type": "WanCoreSigmas", "inputs": {"scheduler": "dpm++", "steps": 4, "shift": 5.0,
+                                                         "denoise": 1.0}}
+    wf["45"] = {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["40", 0], "guider": ["42", 0],
+                                                                  "sampler": ["43", 0], "sigmas": ["44", 0],
+                                                                  "latent_image": ["5", 0]}}
+    del wf["6"]
+    wf["7"]["inputs"]["samples"] = ["45", 0]
+    via_custom = run_ok(server, wf)
+    a, b = (decoded_frames(server.output_files(e, ".mp4")[0]).astype(int) for e in (via_custom, via_wan_sampler))
+    assert a.shape == b.shape and abs(a - b).max() <= 1
 
 
 def test_progress_events_and_latent_previews_over_websocket(server):
