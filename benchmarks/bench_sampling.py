@@ -1,8 +1,13 @@
-"""Sampling speed at the real 1.3B configuration (random weights, same tensors everywhere): ours
-(batched and sequential CFG, and guidance 1.0) vs diffusers WanPipeline vs ComfyUI's KSampler
-with its native Wan model; steps per second and peak memory, in one process.
+"""Sampling at the real 1.3B configuration (random weights, same tensors everywhere).
 
-    python benchmarks/bench_sampling.py --steps 2 --frames 9 --height 256 --width 256
+throughput: ours (batched and sequential CFG, guidance 1.0) vs diffusers WanPipeline vs ComfyUI's
+KSampler with its native Wan model; steps per second and peak memory, in one process.
+caching: DiT passes and wall time of Wan Sampler with core EasyCache / LazyCache in front, against
+the same run without caching and against native KSampler + EasyCache on the same file (counts and
+ratios only: random weights say nothing about quality).
+
+    python benchmarks/bench_sampling.py --section throughput --steps 2 --frames 9 --height 256 --width 256
+    python benchmarks/bench_sampling.py --section caching --cache-steps 30 --cache-frames 5 --cache-height 128 --cache-width 128
 """
 
 from __future__ import annotations
@@ -20,14 +25,26 @@ from wan_core.sampling.sampler import SamplerSettings, sample, seeded_noise
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--section", default="all", choices=["all", "throughput", "caching"])
     ap.add_argument("--config", default="1.3B", choices=sorted(CONFIGS))
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--frames", type=int, default=9)
     ap.add_argument("--height", type=int, default=256)
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--guidance", type=float, default=5.0)
+    ap.add_argument("--cache-steps", type=int, default=30)
+    ap.add_argument("--cache-frames", type=int, default=5)
+    ap.add_argument("--cache-height", type=int, default=128)
+    ap.add_argument("--cache-width", type=int, default=128)
+    ap.add_argument("--tmp", default=None, help="folder for the caching section's model file")
     args = ap.parse_args()
+    if args.section in ("all", "throughput"):
+        throughput(args)
+    if args.section in ("all", "caching"):
+        caching(args)
 
+
+def throughput(args):
     from tiny_models import random_dit_state
 
     cfg = CONFIGS[args.config]
@@ -83,6 +100,86 @@ def main():
           f"latent {shape} ({args.frames} frames {args.width}x{args.height}), {args.steps} UniPC steps, guidance "
           f"{args.guidance}; one run each; memory = peak RSS growth")
     print(table(rows, ["run", "steps/s", "s/step", "peak mem", "time vs ours batched", "mem vs ours batched"]))
+
+
+def caching(args):
+    """Step caches in front of Wan Sampler vs none vs native KSampler with the same cache."""
+    import os
+    import tempfile
+    import time
+
+    from safetensors.torch import save_file
+
+    import comfy_inprocess as ci
+    from tiny_models import random_dit_state
+
+    core = ci.host()
+    import comfy.sd
+
+    cfg = CONFIGS[args.config]
+    steps = args.cache_steps
+    shape = (1, 16, (args.cache_frames - 1) // 4 + 1, args.cache_height // 8, args.cache_width // 8)
+    g = torch.Generator().manual_seed(0)
+    pos, neg = [[torch.randn(1, 512, 4096, generator=g) * 0.5, {}]], [[torch.randn(1, 512, 4096, generator=g) * 0.5, {}]]
+    with tempfile.TemporaryDirectory(dir=args.tmp) as d:
+        path = os.path.join(d, "wan2.1_t2v_1.3B_bf16.safetensors")
+        save_file({f"model.diffusion_model.{k}": v.to(torch.bfloat16) for k, v in random_dit_state(cfg).items()}, path)
+        ours = ci.pack_module("nodes.loaders").load_wan_model(path)
+        native = comfy.sd.load_diffusion_model(path, model_options={"dtype": torch.bfloat16})
+    sampler = ci.pack_module("nodes.sampler_nodes").WanCoreSampler()
+    dit = ours.model.diffusion_model
+    native_calls = [0]
+    inner = native.model.diffusion_model.forward_orig
+
+    def counted(*a, **k):
+        native_calls[0] += 1
+        return inner(*a, **k)
+
+    native.model.diffusion_model.forward_orig = counted
+
+    def cache(model, node, threshold):
+        if node is None:
+            return model
+        return ci.run_node(node, model=model, reuse_threshold=threshold, start_percent=0.15, end_percent=0.95,
+                           verbose=False)[0]
+
+    def run_ours(node=None, threshold=0.2):
+        before = dit.passes
+        sampler.run(cache(ours, node, threshold), pos, neg, {"samples": torch.zeros(shape)}, 0, steps, args.guidance,
+                    5.0, "euler", 1.0)
+        return dit.passes - before
+
+    def run_native(node=None, threshold=0.2):
+        before = native_calls[0]
+        model = ci.run_node("ModelSamplingSD3", model=cache(native, node, threshold), shift=5.0)[0]
+        core.common_ksampler(model, 0, steps, args.guidance, "euler", "simple", pos, neg,
+                             {"samples": torch.zeros(shape)})
+        return native_calls[0] - before
+
+    runs = [("Wan Sampler, no cache", lambda: run_ours()),
+            ("Wan Sampler + EasyCache (default 0.2)", lambda: run_ours("EasyCache", 0.2)),
+            ("Wan Sampler + LazyCache (default 0.2)", lambda: run_ours("LazyCache", 0.2)),
+            ("Wan Sampler + EasyCache (threshold 1.0)", lambda: run_ours("EasyCache", 1.0)),
+            ("native KSampler, no cache", lambda: run_native()),
+            ("native KSampler + EasyCache (default 0.2)", lambda: run_native("EasyCache", 0.2)),
+            ("native KSampler + EasyCache (threshold 1.0)", lambda: run_native("EasyCache", 1.0))]
+    res = {}
+    for name, fn in runs:
+        t0 = time.perf_counter()
+        passes = fn()
+        res[name] = (passes, time.perf_counter() - t0)
+    base_p, base_t = res["Wan Sampler, no cache"]
+    nat_p, nat_t = res["native KSampler + EasyCache (default 0.2)"]
+    rows = [[n, p, f"{t:.1f} s", f"{p / base_p:.2f}x", f"{t / base_t:.2f}x", f"{t / nat_t:.2f}x"]
+            for n, (p, t) in res.items()]
+    tokens = shape[2] * (shape[3] // 2) * (shape[4] // 2)
+    print(f"\nStep caching, {args.config} configuration (random weights, bf16 storage, fp32 compute, CPU "
+          f"{torch.get_num_threads()} threads), latent {shape} ({tokens} tokens), {steps} euler steps, guidance "
+          f"{args.guidance} (cond + uncond in one pass), start 0.15 / end 0.95; one run each")
+    print(table(rows, ["run", "DiT passes", "wall", "passes vs no cache", "time vs no cache",
+                       "time vs native + EasyCache"]))
+    print("(random weights change the output ~0.6 per step where trained models change far less, so the default "
+          "threshold 0.2 may skip nothing here; threshold 1.0 shows the mechanism. No quality claim.)")
 
 
 if __name__ == "__main__":
