@@ -21,7 +21,7 @@ import torch
 
 from common import gib, measure, table
 from references import comfy
-from tiny_models import random_dit_state
+from tiny_models.dit import random_dit_state
 from wan_core import WanDiT, WanDiTConfig
 from wan_core.dit.keymap import official_to_diffusers
 

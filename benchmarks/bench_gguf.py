@@ -23,7 +23,7 @@ import torch
 import gguf
 from common import gib, table
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
-from tiny_gguf import QUANTIZABLE, random_blocks, write_wan_gguf
+from tiny_models.gguf_files import QUANTIZABLE, random_blocks, write_wan_gguf
 from wan_core.gguf.dequant import dequantize
 
 TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_NL, T.IQ4_XS]
@@ -84,7 +84,7 @@ def bench_dit(args):
     from safetensors.torch import save_file
 
     from bench_dit import CONFIGS
-    from tiny_models import random_dit_state
+    from tiny_models.dit import random_dit_state
 
     cfg = CONFIGS[args.config]
     sd = random_dit_state(cfg, seed=0)

@@ -94,9 +94,9 @@ def write_files(folder, cfg):
     from safetensors.torch import save_file
     from gguf import GGMLQuantizationType as T
 
-    from tiny_gguf import write_wan_gguf
-    from tiny_loras import lora_state
-    from tiny_models import random_dit_state
+    from tiny_models.gguf_files import write_wan_gguf
+    from tiny_models.loras import lora_state
+    from tiny_models.dit import random_dit_state
 
     sd = random_dit_state(cfg, seed=0)
     bf16 = os.path.join(folder, "wan2.1_t2v_1.3B_bf16.safetensors")

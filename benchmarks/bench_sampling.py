@@ -45,7 +45,7 @@ def main():
 
 
 def throughput(args):
-    from tiny_models import random_dit_state
+    from tiny_models.dit import random_dit_state
 
     cfg = CONFIGS[args.config]
     sd = random_dit_state(cfg, seed=0)
@@ -61,7 +61,7 @@ def throughput(args):
 
     from diffusers import UniPCMultistepScheduler, WanPipeline
 
-    from test_vae import TINY21
+    from tiny_models.vae import TINY21
     from diffusers import AutoencoderKLWan
 
     dvae = AutoencoderKLWan(base_dim=TINY21.dim, z_dim=16)  # output_type="latent": never decoded
@@ -111,7 +111,7 @@ def caching(args):
     from safetensors.torch import save_file
 
     import comfy_inprocess as ci
-    from tiny_models import random_dit_state
+    from tiny_models.dit import random_dit_state
 
     core = ci.host()
     import comfy.sd

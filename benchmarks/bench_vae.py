@@ -19,7 +19,7 @@ import torch
 
 from common import gib, measure, table
 from references import comfy
-from test_vae import random_vae_state
+from tiny_models.vae import random_vae_state
 from wan_core.vae import WanVAE, WanVAEConfig, decode_tiled
 from wan_core.vae.keymap import vae_key_pairs
 
@@ -78,7 +78,7 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "peak": status_bytes("VmH
 
 
 def bench_text_encoder(args):
-    from tiny_text import spiece_tensor, train_spiece
+    from tiny_models.umt5 import spiece_tensor, train_spiece
     from safetensors.torch import save_file
 
     with tempfile.TemporaryDirectory(dir=args.tmp) as d:

@@ -4,17 +4,15 @@ checked against their API twins and the live /object_info."""
 
 import copy
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from comfy_server import ComfyServer
+from wan_client.server import ComfyServer
 from references import comfy_path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-from stand_in_models import write_stand_ins  # noqa: E402
+from tiny_models.stand_ins import write_stand_ins  # noqa: E402
 
 WORKFLOWS = ["wan2.1_t2v_1.3B", "wan2.2_ti2v_5B", "fastwan2.2_ti2v_5B_dmd", "wan2.2_t2v_A14B_gguf",
              "wan2.2_t2v_A14B_gguf_lightning", "wan2.1_t2v_1.3B_lora", "wan2.1_t2v_1.3B_long"]

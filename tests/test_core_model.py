@@ -22,9 +22,9 @@ from safetensors.torch import save_file
 
 import comfy_inprocess as ci
 from conftest import rel_err
-from tiny_gguf import write_dit_gguf
-from tiny_loras import lora_state, to_official
-from tiny_models import TINY_T2V, TINY_TI2V, fp8_state, random_dit_state, write_diffusers_folder
+from tiny_models.gguf_files import write_dit_gguf
+from tiny_models.loras import lora_state, to_official
+from tiny_models.dit import TINY_T2V, TINY_TI2V, fp8_state, random_dit_state, write_diffusers_folder
 
 TOL = 1e-5
 

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 import comfy_inprocess as ci
 from conftest import rel_err
-from tiny_models import TINY_T2V, random_dit_state
+from tiny_models.dit import TINY_T2V, random_dit_state
 
 TOL = 1e-5
 
@@ -236,7 +236,7 @@ def test_multigpu_work_units_deepclone(models, tmp_path):
     clone it would make is built here directly: a fresh load from our loader, LoRA patches carried."""
     import comfy.sd
 
-    from tiny_loras import lora_state
+    from tiny_models.loras import lora_state
 
     ours, native = models()
     lora = lora_state(TINY_T2V, "lightx2v", rank=16, seed=3)

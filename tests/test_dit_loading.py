@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import rel_err
-from tiny_models import TINY_T2V, TINY_TI2V, fp8_state, quantizable, random_dit_state, write_diffusers_folder
+from tiny_models.dit import TINY_T2V, TINY_TI2V, fp8_state, quantizable, random_dit_state, write_diffusers_folder
 from wan_core import CheckpointError, ModelLayoutError, WanDiT, load_dit
 
 LATENT = (3, 6, 10)

@@ -9,7 +9,7 @@ import torch
 
 from conftest import rel_err
 from references import comfy, official_wan
-from tiny_models import TINY_T2V, TINY_TI2V, random_dit_state
+from tiny_models.dit import TINY_T2V, TINY_TI2V, random_dit_state
 from wan_core import WanDiT
 from wan_core.dit.keymap import official_to_diffusers
 

@@ -10,8 +10,8 @@ from safetensors.torch import save_file
 import gguf
 from conftest import rel_err
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
-from tiny_gguf import QUANTIZABLE, random_blocks, write_umt5_gguf, write_wan_gguf
-from tiny_models import TINY_T2V, random_dit_state
+from tiny_models.gguf_files import QUANTIZABLE, random_blocks, write_umt5_gguf, write_wan_gguf
+from tiny_models.dit import TINY_T2V, random_dit_state
 from wan_core import CheckpointError, ModelLayoutError, load_dit
 from wan_core.gguf.dequant import dequantize
 
@@ -118,7 +118,7 @@ def load_dit_from(sd, tmp_path):
 def test_umt5_gguf_encodes_like_safetensors(tmp_path):
     import sentencepiece
 
-    from tiny_text import tiny_umt5_state, train_spiece, write_comfy_umt5
+    from tiny_models.umt5 import tiny_umt5_state, train_spiece, write_comfy_umt5
     from wan_core.text.loader import load_text_encoder
 
     proto = train_spiece()

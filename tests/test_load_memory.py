@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tiny_models import random_dit_state
+from tiny_models.dit import random_dit_state
 from wan_core import WanDiTConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 import comfy_inprocess as ci
-from tiny_models import TINY_T2V, random_dit_state
+from tiny_models.dit import TINY_T2V, random_dit_state
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import torch
 
 from conftest import rel_err
 from references import official_wan
-from tiny_models import TINY_T2V, TINY_TI2V, random_dit_state, tiny_dit
+from tiny_models.dit import TINY_T2V, TINY_TI2V, random_dit_state, tiny_dit
 from wan_core import latent as latent_space
 from wan_core.sampling.sampler import SamplerSettings, SamplingInterrupted, sample, seeded_noise
 from wan_core.sampling.schedulers import make_schedule
@@ -126,7 +126,7 @@ def _official_grid_unipc(shift):
 def _pipeline(transformers, boundary=None, shift=5.0):
     from diffusers import AutoencoderKLWan, WanPipeline
 
-    from test_vae import TINY21, random_vae_state
+    from tiny_models.vae import TINY21, random_vae_state
     from wan_core.vae.keymap import vae_key_pairs
 
     vae_sd = random_vae_state(TINY21, seed=5)
@@ -143,7 +143,7 @@ def _pipeline(transformers, boundary=None, shift=5.0):
 
 @torch.no_grad()
 def test_full_pipeline_matches_diffusers():
-    from test_vae import TINY21
+    from tiny_models.vae import TINY21
     from wan_core.vae import WanVAE
 
     sd = random_dit_state(TINY_T2V, seed=2)

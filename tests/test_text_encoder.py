@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from conftest import rel_err
 from references import comfy
-from tiny_text import (SENTENCES, spiece_tensor, tiny_umt5_state, train_spiece, write_comfy_umt5,
+from tiny_models.umt5 import (SENTENCES, spiece_tensor, tiny_umt5_state, train_spiece, write_comfy_umt5,
                        write_diffusers_text_encoder)
 from wan_core.safetensors_io import CheckpointError
 from wan_core.text.loader import load_text_encoder

@@ -7,29 +7,12 @@ from safetensors.torch import save_file
 from conftest import rel_err
 from references import comfy, official_wan
 from wan_core.errors import ModelLayoutError
-from wan_core.vae import WanVAE, WanVAEConfig
+from wan_core.vae import WanVAE
 from wan_core.vae.keymap import vae_key_pairs
 from wan_core.vae.loader import load_vae
+from tiny_models.vae import TINY21, TINY22, random_vae_state
 
-# Reduced widths (the real ones are 96 and 160/256); every layer kind and the causal caches remain.
-TINY21 = WanVAEConfig("2.1", z_dim=16, dim=8, dec_dim=8)
-TINY22 = WanVAEConfig("2.2", z_dim=48, dim=8, dec_dim=16)
 TOL = 1e-4
-
-
-def random_vae_state(cfg, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.device("meta"):
-        keys = WanVAE(cfg).state_dict()
-    sd = {}
-    for k, p in keys.items():
-        if k.endswith("gamma"):
-            sd[k] = 1 + 0.1 * torch.randn(p.shape, generator=g)
-        elif p.dim() > 1:
-            sd[k] = torch.randn(p.shape, generator=g) / (p[0].numel() ** 0.5)
-        else:
-            sd[k] = 0.05 * torch.randn(p.shape, generator=g)
-    return sd
 
 
 def ours(cfg, sd):

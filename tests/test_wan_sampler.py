@@ -18,8 +18,8 @@ from safetensors.torch import save_file
 
 import comfy_inprocess as ci
 from conftest import rel_err
-from tiny_gguf import write_dit_gguf
-from tiny_models import TINY_T2V, TINY_TI2V, random_dit_state
+from tiny_models.gguf_files import write_dit_gguf
+from tiny_models.dit import TINY_T2V, TINY_TI2V, random_dit_state
 
 TOL = 1e-5
 

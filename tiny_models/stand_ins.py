@@ -12,11 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+import torch
+from safetensors.torch import save_file
 
 LABEL = {"wan_core_stand_in": "tiny random weights for testing the pipeline; NOT a real Wan model"}
 MARKER = "STAND_IN_MODELS_README.txt"
@@ -36,11 +33,11 @@ def write_stand_ins(root: Path) -> Path:
     """Write every model the example workflows name into ``root`` (models/ layout); idempotent."""
     from gguf import GGMLQuantizationType as T
 
-    from test_vae import TINY21, TINY22, random_vae_state
-    from tiny_gguf import write_umt5_gguf, write_wan_gguf
-    from tiny_loras import lora_state
-    from tiny_models import TINY_T2V, TINY_TI2V, random_dit_state, write_diffusers_folder
-    from tiny_text import tiny_umt5_state, train_spiece, write_comfy_umt5
+    from tiny_models.vae import TINY21, TINY22, random_vae_state
+    from tiny_models.gguf_files import write_umt5_gguf, write_wan_gguf
+    from tiny_models.loras import lora_state
+    from tiny_models.dit import TINY_T2V, TINY_TI2V, random_dit_state, write_diffusers_folder
+    from tiny_models.umt5 import tiny_umt5_state, train_spiece, write_comfy_umt5
 
     root = Path(root)
     if (root / MARKER).exists():
@@ -88,6 +85,6 @@ def write_stand_ins(root: Path) -> Path:
     return root
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m tiny_models.stand_ins [FOLDER]
     out = write_stand_ins(Path(sys.argv[1] if len(sys.argv) > 1 else os.path.expanduser("~/.cache/wan-video-pack/stand-in-models")))
     print(out)

@@ -1,17 +1,18 @@
-"""Start a real ComfyUI headless on 127.0.0.1 with this pack and talk to it over HTTP."""
+"""Start a real ComfyUI headless on 127.0.0.1 with this pack, and talk to it over HTTP.
+
+What the client uses when no ``--server`` is given, and what the tests use to run workflows.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
+
+from .api import Server, ServerDown
 
 ROOT = Path(__file__).resolve().parent.parent
 PACK_DIR_NAME = "comfyui-wan-core"
@@ -23,17 +24,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ComfyServer:
+class ComfyServer(Server):
     """A ComfyUI subprocess; ``models`` is a folder in the models/ layout (diffusion_models, vae, ...)."""
 
     def __init__(self, comfy_path: str, models: Path, workdir: Path, python: str = sys.executable,
                  preview: str = "latent2rgb"):
+        self.port = free_port()
+        super().__init__(f"http://127.0.0.1:{self.port}")
         self.comfy_path, self.models, self.workdir = comfy_path, Path(models), Path(workdir)
         self.python, self.preview = python, preview
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.output = self.workdir / "output"
-        self.client_id = uuid.uuid4().hex
         self.proc = None
 
     def start(self, timeout: float = 240) -> "ComfyServer":
@@ -67,7 +67,7 @@ class ComfyServer:
             try:
                 self.get("/system_stats")
                 return self
-            except (urllib.error.URLError, ConnectionError, OSError):
+            except ServerDown:
                 time.sleep(0.5)
         raise TimeoutError(f"ComfyUI did not start in {timeout}s; log:\n{self.read_log()[-4000:]}")
 
@@ -81,44 +81,19 @@ class ComfyServer:
         if getattr(self, "log", None):
             self.log.close()
 
+    def kill(self):
+        """Stop answering at once (a crashed or unplugged server)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(20)
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"ComfyUI died; log:\n{self.read_log()[-4000:]}")
+
     def read_log(self) -> str:
         p = self.workdir / "comfyui.log"
         return p.read_text(errors="replace") if p.exists() else ""
-
-    # -- HTTP -------------------------------------------------------------------------------------
-
-    def get(self, path: str):
-        with urllib.request.urlopen(self.url + path, timeout=30) as r:
-            return json.loads(r.read())
-
-    def post(self, path: str, payload=None):
-        """(status, json body) of a POST; 4xx answers are returned, not raised."""
-        data = json.dumps(payload or {}).encode()
-        req = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                body = r.read()
-                return r.status, (json.loads(body) if body else {})
-        except urllib.error.HTTPError as err:
-            body = err.read()
-            return err.code, (json.loads(body) if body else {})
-
-    def queue(self, prompt: dict):
-        return self.post("/prompt", {"prompt": prompt, "client_id": self.client_id})
-
-    def wait(self, prompt_id: str, timeout: float = 600) -> dict:
-        """Poll /history until the prompt finished (success, error or interruption)."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            hist = self.get(f"/history/{prompt_id}")
-            if prompt_id in hist and hist[prompt_id].get("status", {}).get("completed") is not None:
-                entry = hist[prompt_id]
-                if entry["status"].get("status_str") in ("success", "error") or entry["status"].get("completed"):
-                    return entry
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI died; log:\n{self.read_log()[-4000:]}")
-            time.sleep(0.3)
-        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout}s; log:\n{self.read_log()[-3000:]}")
 
     def output_files(self, entry: dict, suffix: str):
         files = []

@@ -1,0 +1,155 @@
+"""The headless client (python -m wan_client) against real ComfyUIs on 127.0.0.1 with stand-in models:
+a prompts file over two servers, a server stopped mid-batch, re-runs, bad settings, progress, Ctrl-C."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from references import comfy_path
+from wan_client.__main__ import main
+from wan_client.progress import Display
+from wan_client.server import ComfyServer
+
+ROOT = Path(__file__).resolve().parent.parent
+from tiny_models.stand_ins import write_stand_ins  # noqa: E402
+
+WORKFLOW = str(ROOT / "workflows" / "wan2.1_t2v_1.3B_api.json")
+SMALL = ["--size", "64x48", "--frames", "9", "--steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return write_stand_ins(tmp_path_factory.mktemp("models"))
+
+
+def start(models, tmp_path_factory, name):
+    return ComfyServer(comfy_path(), models, tmp_path_factory.mktemp(name), preview="none").start()
+
+
+@pytest.fixture(scope="module")
+def pair(models, tmp_path_factory):
+    servers = [start(models, tmp_path_factory, n) for n in ("server_a", "server_b")]
+    yield servers
+    for s in servers:
+        s.stop()
+
+
+def executed(server) -> int:
+    return len(server.get("/history"))
+
+
+def write_prompts(path: Path, lines):
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def manifest_of(out: Path):
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_prompts_file_over_two_servers_then_rerun_skips(pair, tmp_path):
+    prompts = write_prompts(tmp_path / "prompts.txt", [
+        "# three jobs: a plain line and two JSON lines with their own settings",
+        "a red fox in the snow",
+        json.dumps({"prompt": "一只猫在草地上散步", "seed": 5}),
+        json.dumps({"prompt": "waves on a beach", "seed": 9, "steps": 3}),
+    ])
+    out = tmp_path / "out"
+    before = [executed(s) for s in pair]
+    args = [WORKFLOW, "--prompts", str(prompts), "--out", str(out), *SMALL]
+    for s in pair:
+        args += ["--server", s.url]
+    assert main(args) == 0
+    records = manifest_of(out)
+    assert sorted(r["job"] for r in records) == ["job001", "job002", "job003"]
+    assert all(r["status"] == "success" and len(r["outputs"]) == 1 for r in records)
+    assert all((out / r["outputs"][0]).stat().st_size > 0 and r["outputs"][0].endswith(".mp4") for r in records)
+    assert {r["server"] for r in records} == {s.url for s in pair}  # spread over both
+    by_job = {r["job"]: r for r in records}
+    assert by_job["job002"]["seed"] == 5 and by_job["job002"]["prompt"] == "一只猫在草地上散步"
+    assert by_job["job003"]["settings"]["steps"] == 3 and by_job["job001"]["workflow"] == Path(WORKFLOW).name
+    assert sum(executed(s) for s in pair) - sum(before) == 3  # each job queued exactly once
+
+    assert main(args) == 0  # the same command again: everything is in the manifest
+    assert sum(executed(s) for s in pair) - sum(before) == 3 and len(manifest_of(out)) == 3
+
+
+def test_server_stopped_mid_batch(models, tmp_path_factory, tmp_path):
+    a, b = start(models, tmp_path_factory, "dies"), start(models, tmp_path_factory, "lives")
+
+    class KillOnFirstStep(Display):
+        def event(self, job, server, data, node_type=""):
+            super().event(job, server, data, node_type)
+            if data.get("type") == "progress" and server == a.url.split("://")[1] and a.proc.poll() is None:
+                a.kill()
+
+    try:
+        prompts = write_prompts(tmp_path / "p.txt", ["one", "two", "three"])
+        out = tmp_path / "out"
+        display = KillOnFirstStep(stream=io.StringIO(), interactive=False, total_jobs=3)
+        code = main([WORKFLOW, "--prompts", str(prompts), "--out", str(out), "--server", a.url, "--server", b.url,
+                     "--size", "64x48", "--frames", "9", "--steps", "6"], display=display)
+        assert a.proc.poll() is not None, "the first server was never killed"
+        assert code == 0
+        records = manifest_of(out)
+        assert sorted(r["job"] for r in records) == ["job001", "job002", "job003"]
+        assert all(r["status"] == "success" and r["server"] == b.url for r in records)
+        assert f"{a.url} stopped answering" in display.stream.getvalue()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_bad_settings_are_readable_and_queue_nothing(pair, tmp_path, capsys):
+    server = pair[0]
+    before = executed(server)
+    # a setting the workflow has no place for: refused before anything is sent
+    assert main([WORKFLOW, "--server", server.url, "--out", str(tmp_path), "--lora-low", "x.safetensors:1"]) == 2
+    assert "has no low-noise expert" in capsys.readouterr().err
+    # a value the server refuses (HTTP 400 node_errors): node, input and message printed
+    assert main([WORKFLOW, "--server", server.url, "--out", str(tmp_path), "--scheduler", "ddim", *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "node 6 (WanCoreSampler), input 'scheduler'" in err and "ddim" in err
+    assert server.get("/queue")["queue_pending"] == [] and executed(server) == before
+
+
+def test_progress_events_reach_the_display(pair, tmp_path):
+    stream = io.StringIO()
+    display = Display(stream=stream, interactive=True)
+    out = tmp_path / "out"
+    assert main([WORKFLOW, "--server", pair[1].url, "--out", str(out), "--seed", "3", *SMALL], display=display) == 0
+    text = stream.getvalue()
+    assert "job001 (1/1) @ " in text and "WanCoreSampler step 1/2" in text and "WanCoreSampler step 2/2" in text
+    assert "ETA" in text and "WanCoreDecode" in text
+    record = manifest_of(out)[0]
+    assert f"job001 done on {pair[1].url.split('://')[1]}" in text and record["outputs"][0] in text
+
+
+def test_ctrl_c_interrupts_the_running_job(pair, tmp_path):
+    server = pair[0]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "wan_client", WORKFLOW, "--server", server.url, "--out",
+                             str(tmp_path), "--size", "160x96", "--frames", "33", "--steps", "200"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not server.get("/queue")["queue_running"]:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted 1 job(s) on" in err
+    deadline = time.time() + 60
+    while time.time() < deadline and server.get("/queue")["queue_running"]:
+        time.sleep(0.2)
+    last = list(server.get("/history").values())[-1]
+    assert "execution_interrupted" in json.dumps(last["status"]["messages"])

@@ -1,0 +1,163 @@
+"""Settings of the pack's API workflows by name, found by node type (never by node id).
+
+A setting the workflow does not have is an error naming the setting and what the workflow
+offers, before anything is queued.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+
+class SettingError(ValueError):
+    """A setting this workflow has no place for, or a value it cannot take."""
+
+
+# setting -> [(node class_type, input name)], the first node type found wins
+PLACES: Dict[str, List[Tuple[str, str]]] = {
+    "prompt": [("WanCoreEncodePrompts", "positive"), ("CLIPTextEncode", "text")],
+    "negative": [("WanCoreEncodePrompts", "negative")],
+    "seed": [("WanCoreSampler", "seed"), ("WanCoreNoise", "noise_seed"), ("KSampler", "seed"),
+             ("RandomNoise", "noise_seed")],
+    "steps": [("WanCoreSampler", "steps"), ("WanCoreSigmas", "steps"), ("KSampler", "steps")],
+    "guidance": [("WanCoreSampler", "guidance"), ("CFGGuider", "cfg"), ("KSampler", "cfg")],
+    "guidance_low": [("WanCoreSampler", "guidance_low_noise")],
+    "shift": [("WanCoreSampler", "shift"), ("WanCoreSigmas", "shift"), ("ModelSamplingSD3", "shift")],
+    "scheduler": [("WanCoreSampler", "scheduler")],
+    "frames": [("WanCoreVideoSize", "frames"), ("EmptyHunyuanLatentVideo", "length")],
+    "width": [("WanCoreVideoSize", "width"), ("EmptyHunyuanLatentVideo", "width")],
+    "height": [("WanCoreVideoSize", "height"), ("EmptyHunyuanLatentVideo", "height")],
+    "aspect": [("WanCoreVideoSize", "aspect_ratio")],
+    "resolution": [("WanCoreVideoSize", "resolution")],
+    "batch": [("WanCoreVideoSize", "batch_size")],
+}
+SETTINGS = tuple(PLACES) + ("size", "lora", "lora_low")
+
+
+@dataclass
+class Workflow:
+    """An API workflow file and the prompt dict made from it."""
+
+    path: Path
+    prompt: dict
+
+    @classmethod
+    def load(cls, path) -> "Workflow":
+        path = Path(path)
+        try:
+            prompt = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise SettingError(f"workflow {path} not found") from None
+        except json.JSONDecodeError as err:
+            raise SettingError(f"{path} is not JSON ({err})") from None
+        if not isinstance(prompt, dict) or not all(isinstance(v, dict) and "class_type" in v for v in prompt.values()):
+            raise SettingError(f"{path} is not an API-format workflow (export it with 'Save (API)'; the pack's are "
+                               "workflows/*_api.json)")
+        return cls(path, prompt)
+
+    def nodes_of(self, class_type: str) -> List[str]:
+        return sorted((nid for nid, n in self.prompt.items() if n["class_type"] == class_type), key=_id_key)
+
+    def place(self, setting: str) -> Tuple[str, str]:
+        for class_type, name in PLACES.get(setting, []):
+            nodes = self.nodes_of(class_type)
+            if nodes:
+                return nodes[0], name
+        offered = [s for s in SETTINGS if self.has(s)]
+        raise SettingError(f"{self.path.name} has no '{setting}' setting (no node of type "
+                           f"{' / '.join(t for t, _ in PLACES.get(setting, [])) or '-'}); it offers: "
+                           f"{', '.join(offered)}")
+
+    def has(self, setting: str) -> bool:
+        if setting == "size":
+            return self.has("width") and self.has("height")
+        if setting in ("lora", "lora_low"):
+            return bool(self.nodes_of("WanCoreSampler"))
+        return any(self.nodes_of(t) for t, _ in PLACES.get(setting, []))
+
+    def with_settings(self, settings: dict) -> "Workflow":
+        """A copy with ``settings`` applied (names from :data:`SETTINGS`)."""
+        wf = Workflow(self.path, copy.deepcopy(self.prompt))
+        for key, value in settings.items():
+            if value is None:
+                continue
+            if key not in SETTINGS:
+                raise SettingError(f"unknown setting '{key}'; known: {', '.join(SETTINGS)}")
+            if key == "size":
+                width, height = parse_size(value)
+                wf._set("width", width)
+                wf._set("height", height)
+                if wf.has("aspect"):
+                    wf._set("aspect", "custom")
+            elif key in ("lora", "lora_low"):
+                for spec in ([value] if isinstance(value, str) else value):
+                    wf._add_lora(spec, low=key == "lora_low")
+            else:
+                wf._set(key, value)
+        return wf
+
+    def _set(self, setting: str, value):
+        node, name = self.place(setting)
+        self.prompt[node]["inputs"][name] = value
+
+    def _add_lora(self, spec: str, low: bool):
+        name, strength = parse_lora(spec)
+        samplers = self.nodes_of("WanCoreSampler")
+        if not samplers:
+            raise SettingError(f"{self.path.name} has no Wan Sampler to put a LoRA in front of")
+        sampler = self.prompt[samplers[0]]["inputs"]
+        slot = "model_low_noise" if low else "model"
+        if slot not in sampler:
+            raise SettingError(f"{self.path.name} has no low-noise expert for --lora-low")
+        new_id = str(max((_id_key(k)[0] for k in self.prompt if k.isdigit()), default=0) + 1)
+        self.prompt[new_id] = {"class_type": "WanCoreLoraLoader",
+                               "inputs": {"model": sampler[slot], "lora_name": name, "strength": strength,
+                                          "diffusers_part": "transformer (DiT / high-noise expert)"}}
+        sampler[slot] = [new_id, 0]
+
+    def output_nodes(self) -> List[str]:
+        return [nid for nid, n in self.prompt.items() if n["class_type"] in ("SaveVideo", "SaveWEBM", "SaveAnimatedWEBP")]
+
+
+def _id_key(node_id: str):
+    return (int(node_id), "") if node_id.isdigit() else (1 << 30, node_id)
+
+
+def parse_size(value) -> Tuple[int, int]:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return int(value[0]), int(value[1])
+    try:
+        w, h = str(value).lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise SettingError(f"size {value!r}: expected WIDTHxHEIGHT, e.g. 832x480") from None
+
+
+def parse_lora(spec: str) -> Tuple[str, float]:
+    name, sep, strength = str(spec).rpartition(":")
+    if not sep:
+        return str(spec), 1.0
+    try:
+        return name, float(strength)
+    except ValueError:
+        raise SettingError(f"lora {spec!r}: expected FILE:STRENGTH, e.g. my_style.safetensors:0.8") from None
+
+
+
+def settings_from_args(args) -> dict:
+    """The workflow settings given on the command line (absent ones are None)."""
+    out = {key: getattr(args, key, None) for key in PLACES if key not in ("width", "height")}
+    out["size"] = getattr(args, "size", None)
+    out["lora"] = getattr(args, "lora", None) or None
+    out["lora_low"] = getattr(args, "lora_low", None) or None
+    if out.get("resolution") is not None and out.get("aspect") is None and out["size"] is None:
+        raise SettingError("--resolution goes with --aspect (e.g. --aspect 16:9 --resolution 480p)")
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def describe(settings: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items() if k not in ("prompt", "negative"))
