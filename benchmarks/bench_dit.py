@@ -52,6 +52,57 @@ def build(cfg, sd):
     return ours.eval(), native.eval(), diff.eval()
 
 
+def forward_flops(cfg, tokens: int, text: int = 512, text_kv: bool = True) -> dict:
+    """Multiply-add FLOPs (2 per MAC) of one DiT forward, by kind. ``text_kv``: the cross-attention
+    keys/values of the text are computed (False when they are reused across steps)."""
+    d, f, n = cfg.dim, cfg.ffn_dim, cfg.num_layers
+    linear = n * (2 * tokens * d * d * 4 + 2 * tokens * d * d * 2 + 2 * tokens * d * f * 2)
+    if text_kv:
+        linear += n * 2 * text * d * d * 2
+    attention = n * (4 * tokens * tokens * d + 4 * tokens * text * d)
+    return {"linear": linear, "attention": attention, "total": linear + attention}
+
+
+def matmul_rate(tokens: int, d: int, runs: int = 3) -> float:
+    """Measured fp32 GFLOP/s of a [tokens, d] x [d, d] matmul on this machine."""
+    a, b = torch.randn(tokens, d), torch.randn(d, d)
+    t, _ = measure(lambda: a @ b, runs=runs, warmup=1)
+    return 2 * tokens * d * d / t / 1e9
+
+
+def sdpa_rate(tokens: int, heads: int, runs: int = 2) -> float:
+    """Measured fp32 GFLOP/s of PyTorch SDPA on [1, heads, tokens, 128]."""
+    q = torch.randn(1, heads, tokens, 128)
+    t, _ = measure(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q), runs=runs, warmup=1)
+    return 4 * tokens * tokens * heads * 128 / t / 1e9
+
+
+def bench_rates(args, results, tokens):
+    """Achieved FLOP rate of each forward against the measured matmul and SDPA rates; the attention
+    share of the work at 768, 7,800 and 32,760 video tokens (9 frames 256x256, 17 frames 480p,
+    81 frames 720p)."""
+    cfg = CONFIGS[args.config]
+    mm_rate = matmul_rate(tokens, cfg.dim)
+    att_rate = sdpa_rate(tokens, cfg.num_heads)
+    flops = forward_flops(cfg, tokens)
+    rows = [[name, f"{flops['total'] / t / 1e9:.1f}", f"{flops['total'] / t / 1e9 / mm_rate:.0%}"]
+            for name, (t, _) in results.items()]
+    print(f"\nAchieved rate at {tokens} tokens ({flops['total'] / 1e12:.2f} TFLOP per forward, attention "
+          f"{flops['attention'] / flops['total']:.0%}); this machine: fp32 matmul [{tokens}x{cfg.dim}]x[{cfg.dim}x"
+          f"{cfg.dim}] {mm_rate:.1f} GFLOP/s, SDPA ({cfg.num_heads} heads x 128) {att_rate:.1f} GFLOP/s")
+    print(table(rows, ["implementation", "GFLOP/s", "of matmul rate"]))
+    share = []
+    for n_tok, what in ((768, "9 frames 256x256"), (7800, "17 frames 832x480"), (32760, "81 frames 832x480")):
+        fl = forward_flops(cfg, n_tok)
+        share.append([n_tok, what, f"{fl['total'] / 1e12:.2f}", f"{fl['attention'] / fl['total']:.0%}",
+                      f"{fl['total'] / forward_flops(cfg, 768)['total']:.1f}x"])
+    if args.sdpa_tokens:
+        for n_tok in args.sdpa_tokens:
+            share.append([n_tok, "measured SDPA rate", "", f"{sdpa_rate(n_tok, cfg.num_heads, runs=1):.1f} GFLOP/s", ""])
+    print(f"\nWork per forward by length ({args.config} config, 512 text tokens, text K/V computed)")
+    print(table(share, ["video tokens", "clip", "TFLOP", "attention share", "vs 768 tokens"]))
+
+
 def bench_forward(args):
     cfg = CONFIGS[args.config]
     torch.manual_seed(0)
@@ -74,6 +125,7 @@ def bench_forward(args):
           f"{args.frames} frames {args.width}x{args.height} -> latent {lat}, {tokens} tokens, 512 text tokens; "
           f"median of {args.runs} after 1 warm-up; memory = peak RSS growth during the forward")
     print(table(rows, ["implementation", "forward", "peak mem", "time vs ours", "mem vs ours"]))
+    bench_rates(args, results, tokens)
     return sd
 
 
@@ -106,6 +158,8 @@ def main():
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--skip-load", action="store_true")
+    ap.add_argument("--sdpa-tokens", type=int, nargs="*", default=[],
+                    help="also time SDPA alone at these token counts (e.g. 7800 32760)")
     args = ap.parse_args()
     sd = bench_forward(args)
     if not args.skip_load:

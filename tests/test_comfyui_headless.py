@@ -406,3 +406,69 @@ def test_ti2v_start_image_and_its_wrong_use(server):
     entry = server.wait(body["prompt_id"])
     assert entry["status"]["status_str"] == "error"
     assert "start image needs the Wan2.2 VAE" in json.dumps(entry["status"]["messages"])
+
+
+@pytest.mark.parametrize("name,channels,workflow", [("lighttaew2_1", 16, "wan2.1_t2v_1.3B"),
+                                                     ("lighttaew2_2", 48, "wan2.2_ti2v_5B")])
+def test_taehv_previews(tmp_path_factory, name, channels, workflow):
+    """With a TAEHV preview model in models/vae_approx and --preview-method taesd, Wan Sampler's
+    previews come from it exactly as core KSampler's do on the same graph (same images), not from
+    latent2rgb (latent-size images). The file is random weights in the layout core's TAEHV loads."""
+    import asyncio
+    import io
+    import struct
+
+    import aiohttp
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    import comfy_inprocess as ci
+
+    ci.host()
+    from comfy.taesd.taehv import TAEHV
+
+    models = write_stand_ins(tmp_path_factory.mktemp("models"))
+    approx = models / "vae_approx"
+    approx.mkdir(exist_ok=True)
+    torch_state = TAEHV(latent_channels=channels).state_dict()
+    save_file({k: v.contiguous() for k, v in torch_state.items()}, str(approx / f"{name}.safetensors"))
+    s = ComfyServer(comfy_path(), models, tmp_path_factory.mktemp("taehv"), preview="taesd").start()
+
+    def previews(wf):
+        async def collect():
+            images = []
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(f"{s.url}/ws?clientId={s.client_id}") as ws:
+                    status, body = s.queue(wf)
+                    assert status == 200, body
+                    async for msg in ws:
+                        if msg.type == aiohttp.WSMsgType.BINARY:
+                            kind, = struct.unpack(">I", msg.data[:4])
+                            if kind == 1:  # PREVIEW_IMAGE: event type, image type, JPEG bytes
+                                images.append(Image.open(io.BytesIO(msg.data[8:])).convert("RGB"))
+                            continue
+                        data = json.loads(msg.data)
+                        if data["type"] in ("execution_success", "execution_error") and \
+                                data["data"].get("prompt_id") == body["prompt_id"]:
+                            assert data["type"] == "execution_success", data
+                            return images
+        return asyncio.run(asyncio.wait_for(collect(), 600))
+
+    try:
+        ours = shrink(load_api(workflow), workflow, steps=2, seed=5)
+        ours["6"]["inputs"].update(scheduler="euler", guidance=5.0, shift=8.0)
+        core = copy.deepcopy(ours)
+        core["6"] = {"class_type": "KSampler", "inputs": {
+            "model": ["2", 0], "positive": ["4", 0], "negative": ["4", 1], "latent_image": ["5", 0], "seed": 5,
+            "steps": 2, "cfg": 5.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}}
+        ours_images, core_images = previews(ours), previews(core)
+        assert f"could not find models/vae_approx/{name}" not in s.read_log()
+        latent_w = SMALL[workflow][0] // (16 if channels == 48 else 8)
+        assert len(ours_images) == len(core_images) == 2
+        import numpy as np
+
+        for a, b in zip(ours_images, core_images):
+            assert a.size == b.size and a.size[0] > latent_w  # TAEHV frames, not latent2rgb's latent-size image
+            assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).mean() < 2.0
+    finally:
+        s.stop()

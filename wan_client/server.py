@@ -48,7 +48,7 @@ class ComfyServer(Server):
             f"  base_path: {self.models}\n"
             f"  custom_nodes: {custom}\n"
             "  diffusion_models: diffusion_models\n  text_encoders: text_encoders\n  vae: vae\n  diffusers: diffusers\n"
-            "  loras: loras\n"
+            "  loras: loras\n  vae_approx: vae_approx\n"
         )
         self.output.mkdir(parents=True, exist_ok=True)
         (self.workdir / "user").mkdir(exist_ok=True)
