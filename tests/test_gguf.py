@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 import gguf
 from conftest import rel_err
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
-from tiny_models.gguf_files import QUANTIZABLE, random_blocks, write_umt5_gguf, write_wan_gguf
+from tiny_models.gguf_files import QUANTIZABLE, quant_mix, random_blocks, write_umt5_gguf, write_wan_gguf
 from tiny_models.dit import TINY_T2V, random_dit_state
 from wan_core import CheckpointError, ModelLayoutError, load_dit
 from wan_core.gguf.dequant import dequantize
@@ -50,24 +50,6 @@ def test_unkerneled_type_falls_back_with_warning(caplog):
 
 
 # A mix like QuantStack's Q4_K_M files: K-quants for the big matrices, Q8_0 elsewhere.
-def _mix(sd):
-    types = {}
-    for name, t in sd.items():
-        if t.dim() != 2:
-            continue
-        if ".ffn.0." in name:
-            types[name] = T.Q4_K
-        elif ".ffn.2." in name:
-            types[name] = T.Q6_K
-        elif ".cross_attn." in name and name.endswith(("k.weight", "v.weight")):
-            types[name] = T.Q5_K
-        elif name.startswith("blocks."):
-            types[name] = T.Q8_0
-        elif name.startswith("text_embedding.0"):
-            types[name] = T.Q4_0
-    return types
-
-
 def _run(model, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(2, 16, 3, 6, 10, generator=g)
@@ -79,7 +61,7 @@ def _run(model, seed=0):
 def test_wan_gguf_matches_dequantized_safetensors(tmp_path, prefix, metadata):
     sd = random_dit_state(TINY_T2V, seed=4)
     path = tmp_path / "Wan2.2-T2V-A14B-HighNoise-Q4_K_M.gguf"
-    decoded = write_wan_gguf(sd, path, _mix(sd), prefix=prefix, orig_shape_metadata=metadata)
+    decoded = write_wan_gguf(sd, path, quant_mix(sd), prefix=prefix, orig_shape_metadata=metadata)
     model = load_dit(path)
     assert model.config == TINY_T2V
     q = model.blocks[0].ffn[0]
@@ -90,7 +72,7 @@ def test_wan_gguf_matches_dequantized_safetensors(tmp_path, prefix, metadata):
     assert rel_err(_run(model), _run(reference)) < 1e-5
     # and close to the unquantized original where the weights were quantized from it (Q8_0/Q4_0)
     quant_bytes = sum(p.numel() for p in model.parameters() if p.dtype == torch.uint8)
-    assert quant_bytes < sum(decoded[n].numel() * 4 for n in _mix(sd)) / 3
+    assert quant_bytes < sum(decoded[n].numel() * 4 for n in quant_mix(sd)) / 3
 
 
 def test_two_a14b_experts_load_as_two_models(tmp_path):

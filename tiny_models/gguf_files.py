@@ -113,10 +113,11 @@ def write_umt5_gguf(sd: dict, proto: bytes, path, linear_type=T.Q8_0) -> dict:
 
 
 def quant_mix(sd: dict) -> dict:
-    """A QuantStack-like mix for the blocks' matrices: Q4_K / Q6_K / Q5_K / Q8_0 / Q4_0."""
+    """A QuantStack-like mix: Q4_K / Q6_K for the FFN, Q5_K for the text keys/values, Q8_0 for the
+    other block matrices, Q4_0 for the first text-embedding matrix; the rest stays float."""
     types = {}
     for name, t in sd.items():
-        if t.dim() != 2 or not name.startswith("blocks."):
+        if t.dim() != 2:
             continue
         if ".ffn.0." in name:
             types[name] = T.Q4_K
@@ -124,9 +125,9 @@ def quant_mix(sd: dict) -> dict:
             types[name] = T.Q6_K
         elif ".cross_attn." in name and name.endswith(("k.weight", "v.weight")):
             types[name] = T.Q5_K
-        elif ".self_attn." in name:
+        elif name.startswith("blocks."):
             types[name] = T.Q8_0
-        else:
+        elif name.startswith("text_embedding.0"):
             types[name] = T.Q4_0
     return types
 
