@@ -40,7 +40,7 @@ def write_stand_ins(root: Path) -> Path:
     from tiny_models.umt5 import tiny_umt5_state, train_spiece, write_comfy_umt5
 
     root = Path(root)
-    if (root / MARKER).exists():
+    if (root / MARKER).exists() and (root / "loras").is_dir():  # a cache from before the LoRA stand-ins: rewrite
         return root
     dm, te, vae, diff, loras = (root / d for d in ("diffusion_models", "text_encoders", "vae", "diffusers", "loras"))
     for d in (dm, te, vae, diff, loras):
