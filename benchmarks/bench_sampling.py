@@ -74,6 +74,21 @@ def throughput(args):
                     num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
                     latents=seeded_noise(shape, 0), output_type="latent").frames
 
+    # Wan Sampler on ComfyUI's guider: our MODEL (core WAN21 + ModelPatcher) over the same tensors
+    import comfy_inprocess as ci
+
+    ci.host()
+    adapter, core_model = ci.pack_module("nodes.model_adapter"), ci.pack_module("nodes.core_model")
+    with torch.device("meta"):
+        dit = adapter.ComfyWanDiT(cfg)
+    dit.load_state_dict(sd, assign=True)
+    our_model = core_model.wrap_dit(dit.requires_grad_(False).eval(), torch.device("cpu"), torch.device("cpu"))
+    wan_sampler = ci.pack_module("nodes.sampler_nodes").WanCoreSampler()
+
+    def wan_sampler_run():
+        return wan_sampler.run(our_model, [[pad(pos), {}]], [[pad(neg), {}]], {"samples": torch.zeros(shape)}, 0,
+                               args.steps, args.guidance, 5.0, "unipc", 1.0)
+
     csd, csample = comfy("comfy.sd"), comfy("comfy.sample")
     del native  # ComfyUI's KSampler needs its own model object (model_base.WAN21 + ModelPatcher)
     patcher = csd.load_diffusion_model_state_dict({"model.diffusion_model." + k: v for k, v in sd.items()},
@@ -89,6 +104,7 @@ def throughput(args):
         "ours, batched CFG": ours_run,
         "ours, sequential CFG": lambda: ours_run(batched=False),
         "ours, guidance 1.0 (no uncond pass)": lambda: ours_run(guidance=1.0),
+        "Wan Sampler (core guider + our SAMPLER)": wan_sampler_run,
         "diffusers WanPipeline": diffusers_run,
         "ComfyUI KSampler (native Wan)": comfy_run,
     }

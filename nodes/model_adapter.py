@@ -19,6 +19,8 @@ onto wan_core's neutral :class:`~wan_core.dit.hooks.DiTHooks`:
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 import comfy.patcher_extension
@@ -26,6 +28,23 @@ from comfy.ldm.modules.attention import optimized_attention
 
 from ..wan_core.dit.hooks import BlockState, DiTHooks
 from ..wan_core.dit.model import WanDiT
+
+# Text is the same at every step of a sampling run, so its embedding and every block's cross-attention
+# keys/values are computed once per run (as wan_core's own loop does) for clips up to this many video
+# tokens; past that they are a small share of the work and would hold layers x 2 x [B, 512, dim].
+TEXT_KV_REUSE_MAX_TOKENS = 4096
+# per sampling run: id(the run's sample_sigmas tensor) -> (weak reference to it, its cache); an entry is
+# dropped when that tensor is freed, so the projected text does not outlive the run
+_RUN_TEXT: dict = {}
+
+
+def _run_cache(run: torch.Tensor) -> dict:
+    entry = _RUN_TEXT.get(id(run))
+    if entry is not None and entry[0]() is run:
+        return entry[1]
+    cache: dict = {}
+    _RUN_TEXT[id(run)] = (weakref.ref(run, lambda _, key=id(run): _RUN_TEXT.pop(key, None)), cache)
+    return cache
 
 
 def _attention_override(options: dict):
@@ -118,8 +137,43 @@ class ComfyWanDiT(WanDiT):
         t = self._token_timesteps(timestep, x)
         hooks = hooks_from_options(transformer_options, x)
         self.passes += 1
-        out = self.predict(x, t, context, hooks=hooks)
+        out = self.predict(x, t, self._text_for_run(context, x, transformer_options), hooks=hooks)
         return out.to(x.dtype)
+
+    def _text_weights(self) -> tuple:
+        """What the projected text depends on: the text-embedding and cross-attention k/v weights
+        (a LoRA merge replaces or rewrites them; per-call patches sit in their weight functions)."""
+        layers = [self.text_embedding[0], self.text_embedding[2]]
+        for block in self.blocks:
+            attn = block.cross_attn
+            layers += [attn.k, attn.v, attn.norm_k]
+        key = []
+        for layer in layers:
+            for name in ("weight", "bias"):
+                p = getattr(layer, name, None)
+                key.append(None if p is None else (id(p), p._version))
+            key.append(tuple(map(id, getattr(layer, "weight_function", ()))))
+            key.append(tuple(map(id, getattr(layer, "bias_function", ()))))
+        return tuple(key)
+
+    def _text_for_run(self, context, x, options: dict):
+        """The umt5 context, or its projection reused from an earlier step of the same sampling run."""
+        run = options.get("sample_sigmas")
+        pt, ph, pw = self.config.patch_size
+        tokens = -(-x.shape[2] // pt) * -(-x.shape[3] // ph) * -(-x.shape[4] // pw)
+        if run is None or context is None or tokens > TEXT_KV_REUSE_MAX_TOKENS:
+            return context
+        cache = _run_cache(run)
+        weights = self._text_weights()
+        key = (id(self), tuple(context.shape), context.dtype, str(context.device))
+        for seen, text, seen_weights in cache.get(key, []):
+            if seen_weights == weights and torch.equal(seen, context):
+                return text
+        text = self.prepare_text(context)
+        entries = cache.setdefault(key, [])
+        entries.append((context.clone(), text, weights))
+        del entries[:-4]  # cond, uncond and their batch; older ones are from replaced weights
+        return text
 
     def _token_timesteps(self, timestep: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """[B] as is; per-frame [B, T] (core's TI2V denoise mask) -> per-token [B, T*h*w]."""

@@ -235,3 +235,42 @@ def test_guidance_patches_in_front_of_wan_sampler(env, name, kwargs, cfg):
     assert rel_err(got, ref) < TOL
     plain = wan_sampler(load(env, "t2v"), pos, neg, lat, scheduler="euler", steps=4, guidance=cfg)
     assert rel_err(got, plain) > 1e-4  # the patch took effect
+
+
+def test_text_projection_reused_within_a_run(env, monkeypatch):
+    """The text's embedding and cross-attention keys/values are projected once per sampling run (as
+    wan_core's loop does): one projection for batched CFG over 4 steps, results identical to
+    projecting every step, nothing kept after the run, and a LoRA on those weights is honoured."""
+    import gc
+
+    import comfy.sd
+
+    from tiny_models.loras import lora_state
+
+    adapter = ci.pack_module("nodes.model_adapter")
+    model = load(env, "t2v")
+    dit = model.model.diffusion_model
+    calls = []
+    inner = dit.prepare_text
+
+    def counted(context):
+        calls.append(context.shape[0])
+        return inner(context)
+
+    dit.prepare_text = counted
+    pos, neg = conds(8)
+    lat = torch.zeros(1, 16, 3, 6, 10)
+    got = wan_sampler(model, pos, neg, lat, steps=4)
+    assert calls == [2]  # cond + uncond batched, once for 4 steps
+    gc.collect()
+    assert adapter._RUN_TEXT == {}
+    monkeypatch.setattr(adapter, "TEXT_KV_REUSE_MAX_TOKENS", 0)
+    assert torch.equal(wan_sampler(model, pos, neg, lat, steps=4), got)
+    monkeypatch.undo()
+    lora = {k: v for k, v in lora_state(TINY_T2V, "lightx2v", rank=16, seed=4).items() if ".cross_attn." in k}
+    patched = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)[0]
+    calls.clear()
+    with_lora = wan_sampler(patched, pos, neg, lat, steps=4)
+    assert calls == [2] and rel_err(with_lora, got) > 1e-3
+    monkeypatch.setattr(adapter, "TEXT_KV_REUSE_MAX_TOKENS", 0)
+    assert torch.equal(wan_sampler(patched, pos, neg, lat, steps=4), with_lora)
