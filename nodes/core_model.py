@@ -11,6 +11,7 @@ model stays its file's size in memory and the patch is applied at full precision
 from __future__ import annotations
 
 import logging
+import weakref
 
 import torch
 
@@ -84,6 +85,7 @@ def wrap_dit(dit, load_device, offload_device, reload=None) -> WanCorePatcher:
     else:
         model = WanCoreWAN21(model_config, device=offload_device)
     model.diffusion_model = dit.to(offload_device)
+    dit.owner = weakref.ref(model)  # the DiT reads its owner's patch uuid (text projection reuse)
     patcher = WanCorePatcher(model, load_device=load_device, offload_device=offload_device)
     if reload is not None:
         patcher.cached_patcher_init = reload

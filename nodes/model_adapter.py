@@ -109,6 +109,15 @@ def _block_replacement(fn, options: dict):
     return replaced
 
 
+def _version(t: torch.Tensor):
+    """A tensor's in-place version counter; None for inference tensors (ComfyUI runs nodes under
+    ``torch.inference_mode``, where they have none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
 class ComfyWanDiT(WanDiT):
     """The Wan DiT with the interface ComfyUI's ``BaseModel`` calls (native ``WanModel.forward``)."""
 
@@ -141,17 +150,20 @@ class ComfyWanDiT(WanDiT):
         return out.to(x.dtype)
 
     def _text_weights(self) -> tuple:
-        """What the projected text depends on: the text-embedding and cross-attention k/v weights
-        (a LoRA merge replaces or rewrites them; per-call patches sit in their weight functions)."""
+        """What the projected text depends on: the patch set the owning model was loaded with (core
+        gives every change of patches a new uuid), and the text-embedding and cross-attention k/v
+        weights (a LoRA merge replaces or rewrites them; per-call patches sit in their functions)."""
+        owner = getattr(self, "owner", None)
+        base = owner() if owner is not None else None
         layers = [self.text_embedding[0], self.text_embedding[2]]
         for block in self.blocks:
             attn = block.cross_attn
             layers += [attn.k, attn.v, attn.norm_k]
-        key = []
+        key = [getattr(base, "current_weight_patches_uuid", None)]
         for layer in layers:
             for name in ("weight", "bias"):
                 p = getattr(layer, name, None)
-                key.append(None if p is None else (id(p), p._version))
+                key.append(None if p is None else (id(p), p.data_ptr(), _version(p)))
             key.append(tuple(map(id, getattr(layer, "weight_function", ()))))
             key.append(tuple(map(id, getattr(layer, "bias_function", ()))))
         return tuple(key)

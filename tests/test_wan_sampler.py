@@ -40,7 +40,8 @@ def env(tmp_path_factory):
 
 
 def load(env, name):
-    return ci.pack_module("nodes.loaders").load_wan_model(str(env[name]))
+    with torch.inference_mode():  # as in a node: the weights are inference tensors
+        return ci.pack_module("nodes.loaders").load_wan_model(str(env[name]))
 
 
 def native(env, name):
@@ -58,8 +59,9 @@ def wan_sampler(model, pos, neg, latent, **kw):
     args = dict(seed=7, steps=4, guidance=5.0, shift=5.0, scheduler="unipc", denoise=1.0)
     args.update(kw)
     node = ci.pack_module("nodes.sampler_nodes").WanCoreSampler()
-    return node.run(model, [[pos, {}]], [[neg, {}]], latent if isinstance(latent, dict) else {"samples": latent},
-                    **args)[0]["samples"]
+    with torch.inference_mode():  # as ComfyUI executes nodes
+        return node.run(model, [[pos, {}]], [[neg, {}]], latent if isinstance(latent, dict) else {"samples": latent},
+                        **args)[0]["samples"]
 
 
 def core_loop(model, pos, neg, latent, model_low=None, start_latent=None, **kw):
