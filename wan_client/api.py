@@ -94,9 +94,8 @@ class Server:
         deadline = time.time() + timeout
         while time.time() < deadline:
             entry = self.history(prompt_id)
-            if entry and entry.get("status", {}).get("completed") is not None:
-                if entry["status"].get("status_str") in ("success", "error") or entry["status"].get("completed"):
-                    return entry
+            if finished(entry):
+                return entry
             self.check_alive()
             time.sleep(0.3)
         raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout}s on {self.url}")
@@ -111,6 +110,13 @@ class Server:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(self.get_bytes(f"/view?{query}"))
         return dest
+
+
+def finished(entry: Optional[dict]) -> bool:
+    """Whether a /history entry is a finished prompt (succeeded, failed or interrupted); an entry
+    can appear while the prompt still runs, with ``completed`` false."""
+    status = (entry or {}).get("status") or {}
+    return status.get("status_str") in ("success", "error") or status.get("completed") is True
 
 
 def output_items(entry: dict, suffixes=(".mp4", ".webm", ".webp", ".gif", ".png")):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .api import Server, ServerDown, format_node_errors, output_items
+from .api import Server, ServerDown, finished, format_node_errors, output_items
 from .jobs import Job, Manifest, record
 from .progress import Display
 from .workflow import Workflow
@@ -158,7 +158,7 @@ class Runner:
                 except ServerDown:
                     await self._lost(state, pending)
                     break
-                if entry and entry.get("status", {}).get("completed") is not None:
+                if finished(entry):
                     await self._finish(state, prompt_id, entry)
 
     async def _finish(self, state: ServerState, prompt_id: str, entry: Optional[dict] = None):
@@ -166,8 +166,17 @@ class Runner:
         if run is None:
             return
         seconds = time.monotonic() - run.started
-        if entry is None:
-            entry = await asyncio.to_thread(state.server.history, prompt_id) or {}
+        # ComfyUI announces the end on the websocket just before it writes the history entry
+        deadline = time.monotonic() + 60
+        while not finished(entry) and time.monotonic() < deadline:
+            try:
+                entry = await asyncio.to_thread(state.server.history, prompt_id)
+            except ServerDown:
+                entry = None
+                break
+            if not finished(entry):
+                await asyncio.sleep(0.1)
+        entry = entry or {}
         status = entry.get("status", {}).get("status_str", "error")
         if status != "success":
             message = _error_text(entry)
