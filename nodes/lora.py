@@ -47,7 +47,7 @@ def diffusers_aliases(base_model, prefix: str = "transformer.") -> Dict[str, str
         if not key.startswith("diffusion_model."):
             continue
         official = key[len("diffusion_model."):]
-        stem, _, leaf = official.rpartition(".")
+        leaf = official.rpartition(".")[2]
         name = official_to_diffusers(official)
         if leaf == "weight":
             base = name[: -len(".weight")]
@@ -65,12 +65,18 @@ def _is_ours(model) -> bool:
 _core_model_lora_keys_unet = comfy.lora.model_lora_keys_unet
 
 
-def _model_lora_keys_unet(model, key_map={}):
-    key_map = _core_model_lora_keys_unet(model, key_map)
-    if _is_ours(model):
-        for alias, key in diffusers_aliases(model).items():
-            key_map.setdefault(alias, key)
+def lora_key_map(base_model, prefix: str = "transformer.", key_map=None) -> Dict[str, str]:
+    """Core's key map for our model plus the diffusers names under ``prefix``."""
+    key_map = _core_model_lora_keys_unet(base_model, {} if key_map is None else key_map)
+    for alias, key in diffusers_aliases(base_model, prefix).items():
+        key_map.setdefault(alias, key)
     return key_map
+
+
+def _model_lora_keys_unet(model, key_map={}):
+    if _is_ours(model):
+        return lora_key_map(model, key_map=key_map)
+    return _core_model_lora_keys_unet(model, key_map)
 
 
 def register_lora_key_aliases() -> None:
@@ -171,10 +177,7 @@ def apply_lora(model, lora: Dict[str, torch.Tensor], strength: float, name: str,
     if not _is_ours(base):
         raise ValueError(f"{name}: Wan LoRA Loader patches a MODEL from Wan Load DiT; use core LoraLoader for "
                          f"{type(base).__name__}")
-    key_map = _core_model_lora_keys_unet(base, {})
-    for alias, key in diffusers_aliases(base, prefix).items():
-        key_map.setdefault(alias, key)
-    patches, missing = load_patches(lora, key_map)
+    patches, missing = load_patches(lora, lora_key_map(base, prefix))
     other = "transformer_2." if prefix == "transformer." else "transformer."
     other_part = [k for k in missing if k.startswith(other)]
     missing = [k for k in missing if not k.startswith(other)]

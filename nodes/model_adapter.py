@@ -27,12 +27,10 @@ import comfy.patcher_extension
 from comfy.ldm.modules.attention import optimized_attention
 
 from ..wan_core.dit.hooks import BlockState, DiTHooks
-from ..wan_core.dit.model import WanDiT
+from ..wan_core.dit.model import TEXT_KV_REUSE_MAX_TOKENS, WanDiT
 
-# Text is the same at every step of a sampling run, so its embedding and every block's cross-attention
-# keys/values are computed once per run (as wan_core's own loop does) for clips up to this many video
-# tokens; past that they are a small share of the work and would hold layers x 2 x [B, 512, dim].
-TEXT_KV_REUSE_MAX_TOKENS = 4096
+# The text's embedding and every block's cross-attention keys/values are projected once per sampling
+# run, as wan_core's own loop does, for clips up to TEXT_KV_REUSE_MAX_TOKENS video tokens.
 # per sampling run: id(the run's sample_sigmas tensor) -> (weak reference to it, its cache); an entry is
 # dropped when that tensor is freed, so the projected text does not outlive the run
 _RUN_TEXT: dict = {}
@@ -171,9 +169,8 @@ class ComfyWanDiT(WanDiT):
     def _text_for_run(self, context, x, options: dict):
         """The umt5 context, or its projection reused from an earlier step of the same sampling run."""
         run = options.get("sample_sigmas")
-        pt, ph, pw = self.config.patch_size
-        tokens = -(-x.shape[2] // pt) * -(-x.shape[3] // ph) * -(-x.shape[4] // pw)
-        if run is None or context is None or tokens > TEXT_KV_REUSE_MAX_TOKENS:
+        frames, per_frame = self._patch_grid(x)
+        if run is None or context is None or frames * per_frame > TEXT_KV_REUSE_MAX_TOKENS:
             return context
         cache = _run_cache(run)
         weights = self._text_weights()
@@ -187,13 +184,16 @@ class ComfyWanDiT(WanDiT):
         del entries[:-4]  # cond, uncond and their batch; older ones are from replaced weights
         return text
 
+    def _patch_grid(self, x: torch.Tensor):
+        """(frames, tokens per frame) of the patch grid for latent ``x`` (padded up to whole patches)."""
+        pt, ph, pw = self.config.patch_size
+        return -(-x.shape[2] // pt), (-(-x.shape[3] // ph)) * (-(-x.shape[4] // pw))
+
     def _token_timesteps(self, timestep: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """[B] as is; per-frame [B, T] (core's TI2V denoise mask) -> per-token [B, T*h*w]."""
         if timestep.dim() < 2 or timestep.shape[1] == 1:
             return timestep.reshape(timestep.shape[0])
-        pt, ph, pw = self.config.patch_size
-        frames = -(-x.shape[2] // pt)
-        per_frame = (-(-x.shape[3] // ph)) * (-(-x.shape[4] // pw))
+        frames, per_frame = self._patch_grid(x)
         if timestep.shape[1] == frames * per_frame:
             return timestep
         if timestep.shape[1] != frames:

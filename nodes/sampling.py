@@ -67,10 +67,6 @@ def grid_info(scheduler: str, sigmas: torch.Tensor):
     return timesteps_for(scheduler, want), False
 
 
-def grid_timesteps(scheduler: str, sigmas: torch.Tensor) -> torch.Tensor:
-    return grid_info(scheduler, sigmas)[0]
-
-
 # -- NOISE ----------------------------------------------------------------------------------------
 
 
@@ -149,7 +145,7 @@ def model_timesteps(sampler, sigmas: torch.Tensor) -> torch.Tensor:
     """The timestep the model gets at each step: ours as the official loop, core's ``sigma * 1000``."""
     scheduler = getattr(sampler, "wan_core_scheduler", None)
     if scheduler is not None:
-        return grid_timesteps(scheduler, sigmas)
+        return grid_info(scheduler, sigmas)[0]
     return sigmas[:-1].detach().float().cpu() * 1000
 
 

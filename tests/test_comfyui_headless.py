@@ -59,6 +59,33 @@ def run_ok(server, wf, timeout=600):
     return entry
 
 
+def run_over_websocket(server, wf, timeout=600):
+    """Queue ``wf`` with the server's websocket open: (its JSON events up to the prompt's end, the
+    binary messages, i.e. previews)."""
+    import asyncio
+
+    import aiohttp
+
+    async def collect():
+        events, binary = [], []
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{server.url}/ws?clientId={server.client_id}") as ws:
+                status, body = server.queue(wf)
+                assert status == 200, body
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.BINARY:
+                        binary.append(msg.data)
+                        continue
+                    data = json.loads(msg.data)
+                    events.append(data)
+                    d = data.get("data", {})
+                    if data["type"] in ("execution_success", "execution_error") and d.get("prompt_id") == body["prompt_id"]:
+                        break
+        return events, binary
+
+    return asyncio.run(asyncio.wait_for(collect(), timeout))
+
+
 def decoded_frames(path):
     """The mp4's frames as one uint8 array (the file bytes also hold the prompt as metadata)."""
     import av
@@ -167,30 +194,9 @@ def test_sampler_custom_advanced_with_our_sampler_sigmas_noise(server):
 def test_progress_events_and_latent_previews_over_websocket(server):
     """One progress event per sampling step on the Sampler node, and binary preview images
     (the server runs with --preview-method latent2rgb)."""
-    import asyncio
-
-    import aiohttp
-
     wf = shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", steps=5, seed=99)
-
-    async def collect():
-        events, previews = [], 0
-        async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(f"{server.url}/ws?clientId={server.client_id}") as ws:
-                status, body = server.queue(wf)
-                assert status == 200, body
-                async for msg in ws:
-                    if msg.type == aiohttp.WSMsgType.BINARY:
-                        previews += 1
-                        continue
-                    data = json.loads(msg.data)
-                    events.append(data)
-                    d = data.get("data", {})
-                    if data["type"] in ("execution_success", "execution_error") and d.get("prompt_id") == body["prompt_id"]:
-                        break
-        return events, previews
-
-    events, previews = asyncio.run(asyncio.wait_for(collect(), 600))
+    events, binary = run_over_websocket(server, wf)
+    previews = len(binary)
     assert events[-1]["type"] == "execution_success"
     steps = [e["data"] for e in events if e["type"] == "progress" and e["data"].get("node") == "6"]
     assert [(p["value"], p["max"]) for p in steps] == [(i, 5) for i in range(1, 6)]
@@ -414,11 +420,9 @@ def test_taehv_previews(tmp_path_factory, name, channels, workflow):
     """With a TAEHV preview model in models/vae_approx and --preview-method taesd, Wan Sampler's
     previews come from it exactly as core KSampler's do on the same graph (same images), not from
     latent2rgb (latent-size images). The file is random weights in the layout core's TAEHV loads."""
-    import asyncio
     import io
     import struct
 
-    import aiohttp
     from PIL import Image
     from safetensors.torch import save_file
 
@@ -435,24 +439,10 @@ def test_taehv_previews(tmp_path_factory, name, channels, workflow):
     s = ComfyServer(comfy_path(), models, tmp_path_factory.mktemp("taehv"), preview="taesd").start()
 
     def previews(wf):
-        async def collect():
-            images = []
-            async with aiohttp.ClientSession() as session:
-                async with session.ws_connect(f"{s.url}/ws?clientId={s.client_id}") as ws:
-                    status, body = s.queue(wf)
-                    assert status == 200, body
-                    async for msg in ws:
-                        if msg.type == aiohttp.WSMsgType.BINARY:
-                            kind, = struct.unpack(">I", msg.data[:4])
-                            if kind == 1:  # PREVIEW_IMAGE: event type, image type, JPEG bytes
-                                images.append(Image.open(io.BytesIO(msg.data[8:])).convert("RGB"))
-                            continue
-                        data = json.loads(msg.data)
-                        if data["type"] in ("execution_success", "execution_error") and \
-                                data["data"].get("prompt_id") == body["prompt_id"]:
-                            assert data["type"] == "execution_success", data
-                            return images
-        return asyncio.run(asyncio.wait_for(collect(), 600))
+        events, binary = run_over_websocket(s, wf)
+        assert events[-1]["type"] == "execution_success", events[-1]
+        # PREVIEW_IMAGE messages: event type 1, image type, JPEG bytes
+        return [Image.open(io.BytesIO(m[8:])).convert("RGB") for m in binary if struct.unpack(">I", m[:4])[0] == 1]
 
     try:
         ours = shrink(load_api(workflow), workflow, steps=2, seed=5)

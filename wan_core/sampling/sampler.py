@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from .. import latent as latent_space
-from ..dit.model import TextContext
+from ..dit.model import TEXT_KV_REUSE_MAX_TOKENS, TextContext
 from .schedulers import DMD_TIMESTEPS, SCHEDULERS, make_schedule, make_solver
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,8 @@ class SamplerSettings:
     guidance_low: Optional[float] = None
     dmd_timesteps: Sequence[int] = DMD_TIMESTEPS
     batched_cfg: bool = True
-    # Project the text's cross-attention keys/values once per run instead of every step. It saves
-    # 2-8% for short clips and under 1% past a few thousand video tokens, while it holds
-    # layers x 2 x [B, 512, dim] in memory; None = only when the video has <= 4096 tokens.
+    # Project the text's cross-attention keys/values once per run instead of every step; None = only
+    # when the video has at most TEXT_KV_REUSE_MAX_TOKENS tokens (see wan_core.dit.model).
     cache_text_kv: Optional[bool] = None
 
     def validate(self):
@@ -138,7 +137,7 @@ def sample(
     tokens_per_frame = (h // model.config.patch_size[1]) * (w // model.config.patch_size[2])
 
     tokens = frames * tokens_per_frame
-    cache_kv = settings.cache_text_kv if settings.cache_text_kv is not None else tokens <= 4096
+    cache_kv = settings.cache_text_kv if settings.cache_text_kv is not None else tokens <= TEXT_KV_REUSE_MAX_TOKENS
 
     def prepared(m, emb):
         emb = emb.to(device).expand(b, -1, -1) if emb.shape[0] == 1 else emb.to(device)
