@@ -5,6 +5,9 @@ three models share one set of fp32 tensors (assigned, not copied), so RSS is com
 Also: load time and peak RSS of loading a 1.3B-size bf16 file, ours vs safetensors.load_file.
 
     python benchmarks/bench_dit.py --frames 9 --height 256 --width 256 --runs 3
+    python benchmarks/bench_dit.py --frames 17 --height 480 --width 832 --runs 1 --warmup 0 --impls ours native
+    python benchmarks/bench_dit.py --section compile      # torch.compile and core TorchCompileModel
+    python benchmarks/bench_dit.py --device cuda --dtype bf16   # unchanged on a GPU
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import common  # noqa: F401  (sets sys.path)
 import torch
@@ -31,14 +35,17 @@ CONFIGS = {
 }
 
 
-def build(cfg, sd):
-    ours = WanDiT(cfg).requires_grad_(False)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build(cfg, sd, dtype=torch.float32):
+    ours = WanDiT(cfg, compute_dtype=dtype).requires_grad_(False)
     ours.load_state_dict(sd, assign=True)
     wan, ops = comfy("comfy.ldm.wan.model"), comfy("comfy.ops")
     with torch.device("meta"):
         native = wan.WanModel(model_type="t2v", in_dim=16, dim=cfg.dim, ffn_dim=cfg.ffn_dim, freq_dim=256,
                               text_dim=4096, out_dim=16, num_heads=cfg.num_heads, num_layers=cfg.num_layers,
-                              cross_attn_norm=True, dtype=torch.float32, operations=ops.disable_weight_init)
+                              cross_attn_norm=True, dtype=dtype, operations=ops.disable_weight_init)
     native.load_state_dict(sd, assign=True)
     from diffusers import WanTransformer3DModel
 
@@ -103,30 +110,107 @@ def bench_rates(args, results, tokens):
     print(table(share, ["video tokens", "clip", "TFLOP", "attention share", "vs 768 tokens"]))
 
 
+def inputs(args, device, dtype):
+    lat = ((args.frames - 1) // 4 + 1, args.height // 8, args.width // 8)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 16, *lat, generator=g).to(device, dtype)
+    ctx = torch.randn(1, 512, 4096, generator=g).to(device, dtype)
+    return lat, x, torch.tensor([700.0], device=device), ctx
+
+
 def bench_forward(args):
     cfg = CONFIGS[args.config]
-    torch.manual_seed(0)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
     sd = random_dit_state(cfg, seed=0)
-    ours, native, diff = build(cfg, sd)
-    lat = ((args.frames - 1) // 4 + 1, args.height // 8, args.width // 8)
-    x = torch.randn(1, 16, *lat)
-    t = torch.tensor([700.0])
-    ctx = torch.randn(1, 512, 4096)
+    ours, native, diff = build(cfg, sd, dtype)
+    lat, x, t, ctx = inputs(args, device, dtype)
     runs = {
-        "ours (wan_core)": lambda: ours(x, t, ctx),
-        "ComfyUI native": lambda: native(x, t, ctx),
-        "diffusers": lambda: diff(x, t, ctx, return_dict=False)[0],
+        "ours": ("ours (wan_core)", ours, lambda: ours(x, t, ctx)),
+        "native": ("ComfyUI native", native, lambda: native(x, t, ctx)),
+        "diffusers": ("diffusers", diff, lambda: diff(x, t, ctx, return_dict=False)[0]),
     }
-    results = {name: measure(fn, runs=args.runs, warmup=1) for name, fn in runs.items()}
-    base_t, base_m = results["ours (wan_core)"]
+    results = {}
+    for key in args.impls:
+        name, model, fn = runs[key]
+        if device.type != "cpu" or dtype != torch.float32:
+            model.to(device=device, dtype=dtype)  # as a file stored in that dtype
+        results[name] = measure(fn, runs=args.runs, warmup=args.warmup, device=device)
+        print(f"  {name}: {results[name][0]:.2f} s", flush=True)
+    base_t, base_m = next(iter(results.values()))
+    first = next(iter(results))
     rows = [[n, f"{s:.2f} s", gib(m), f"{s / base_t:.2f}x", f"{m / max(base_m, 1):.2f}x"] for n, (s, m) in results.items()]
     tokens = lat[0] * lat[1] // 2 * lat[2] // 2
-    print(f"\nDiT forward, {args.config} config (random weights, fp32, CPU {torch.get_num_threads()} threads), "
+    where = f"CPU {torch.get_num_threads()} threads" if device.type == "cpu" else str(device)
+    print(f"\nDiT forward, {args.config} config (random weights, {args.dtype}, {where}), "
           f"{args.frames} frames {args.width}x{args.height} -> latent {lat}, {tokens} tokens, 512 text tokens; "
-          f"median of {args.runs} after 1 warm-up; memory = peak RSS growth during the forward")
-    print(table(rows, ["implementation", "forward", "peak mem", "time vs ours", "mem vs ours"]))
-    bench_rates(args, results, tokens)
+          f"median of {args.runs} after {args.warmup} warm-up; memory = peak growth during the forward")
+    print(table(rows, ["implementation", "forward", "peak mem", f"time vs {first}", f"mem vs {first}"]))
+    if device.type == "cpu" and dtype == torch.float32:
+        bench_rates(args, results, tokens)
     return sd
+
+
+def bench_compile(args):
+    """torch.compile of wan_core's DiT, and core TorchCompileModel on our MODEL, against eager:
+    compile time (first call minus an eager call) and the per-forward gain afterwards."""
+    import comfy_inprocess as ci
+
+    cfg = CONFIGS[args.config]
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    sd = random_dit_state(cfg, seed=0)
+    lat, x, t, ctx = inputs(args, device, dtype)
+    rows = []
+
+    def timed(fn):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    ours = WanDiT(cfg, compute_dtype=dtype).requires_grad_(False)
+    ours.load_state_dict(sd, assign=True)
+    ours.to(device=device, dtype=dtype)
+    eager, _ = measure(lambda: ours(x, t, ctx), runs=args.runs, warmup=1, device=device)
+    compiled = torch.compile(ours)
+    first = timed(lambda: compiled(x, t, ctx))
+    steady, _ = measure(lambda: compiled(x, t, ctx), runs=args.runs, device=device)
+    rows.append(["wan_core WanDiT, torch.compile(model)", f"{eager:.2f} s", f"{steady:.2f} s", f"{steady / eager:.2f}x",
+                 f"{first - steady:.0f} s"])
+    print(f"  torch.compile: eager {eager:.2f} s, compiled {steady:.2f} s, first call {first:.0f} s", flush=True)
+    del compiled
+    torch._dynamo.reset()
+
+    ci.pack()
+    import comfy.model_management as mm
+    import nodes as core
+
+    adapter, core_model = ci.pack_module("nodes.model_adapter"), ci.pack_module("nodes.core_model")
+    dit = adapter.ComfyWanDiT(cfg, compute_dtype=dtype).requires_grad_(False)
+    dit.load_state_dict(sd, assign=True)
+    dit.to(device=device, dtype=dtype)
+    model = ci.run_node("ModelSamplingSD3", model=core_model.wrap_dit(dit, device, device), shift=5.0)[0]
+    cond = [[ctx.float().cpu(), {}]]
+    latent = {"samples": torch.zeros(1, 16, *lat)}
+
+    def sample(m):  # KSampler, guidance 1: one DiT forward per step
+        return core.common_ksampler(m, 0, args.compile_steps, 1.0, "euler", "simple", cond, cond, latent)
+
+    per = lambda seconds: seconds / args.compile_steps  # noqa: E731
+    with torch.inference_mode():
+        sample(model)
+        eager = per(timed(lambda: sample(model)))
+        patched = ci.run_node("TorchCompileModel", model=model, backend="inductor")[0]
+        mm.unload_all_models()
+        first = timed(lambda: sample(patched))
+        steady = per(timed(lambda: sample(patched)))
+    rows.append([f"our MODEL + core TorchCompileModel (KSampler, {args.compile_steps} steps)", f"{eager:.2f} s",
+                 f"{steady:.2f} s", f"{steady / eager:.2f}x", f"{first - args.compile_steps * steady:.0f} s"])
+    where = f"CPU {torch.get_num_threads()} threads, inductor" if device.type == "cpu" else f"{device}, inductor"
+    print(f"\nCompiled DiT, {args.config} config, {args.dtype}, {where}, {lat} latent (after the first call; "
+          f"compile time = first call minus a compiled call)")
+    print(table(rows, ["path", "eager forward", "compiled forward", "compiled vs eager", "compile time"]))
 
 
 def bench_load(cfg_name, sd):
@@ -157,10 +241,18 @@ def main():
     ap.add_argument("--height", type=int, default=256)
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--impls", nargs="+", default=["ours", "native", "diffusers"], choices=["ours", "native", "diffusers"])
+    ap.add_argument("--section", default="forward", choices=["forward", "compile"])
+    ap.add_argument("--compile-steps", type=int, default=2)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     ap.add_argument("--skip-load", action="store_true")
     ap.add_argument("--sdpa-tokens", type=int, nargs="*", default=[],
                     help="also time SDPA alone at these token counts (e.g. 7800 32760)")
     args = ap.parse_args()
+    if args.section == "compile":
+        return bench_compile(args)
     sd = bench_forward(args)
     if not args.skip_load:
         bench_load(args.config, sd)

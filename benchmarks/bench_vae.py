@@ -1,8 +1,12 @@
-"""VAE decode time/memory (ours untiled and tiled, ComfyUI native, diffusers; real-size Wan2.1 VAE,
-random weights, shared tensors) and umt5-xxl loading memory from an fp8-scaled file of the real size.
+"""VAE decode / encode time and peak memory: ours (untiled and tiled) against ComfyUI's native Wan
+VAEs (and optionally diffusers'), real-size Wan2.1 and Wan2.2 VAEs with the same random weights.
+Every implementation runs in its own process, so each peak is its own; the script also prints the
+largest difference between our output and native's.  Plus umt5-xxl loading memory from an
+fp8-scaled file of the real size (``--text-encoder``).
 
-    python benchmarks/bench_vae.py --frames 9 --height 256 --width 256      # default: minutes on a CPU
-    python benchmarks/bench_vae.py --frames 81 --height 480 --width 832     # the issue's size (hours on a CPU)
+    python benchmarks/bench_vae.py                                   # 9 frames 256x256, both VAEs
+    python benchmarks/bench_vae.py --frames 17 --height 480 --width 832 --versions 2.1
+    python benchmarks/bench_vae.py --device cuda --dtype bf16        # unchanged on a GPU
 """
 
 from __future__ import annotations
@@ -13,46 +17,147 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import common  # noqa: F401
 import torch
 
-from common import gib, measure, table
-from references import comfy
-from tiny_models.vae import random_vae_state
-from wan_core.vae import WanVAE, WanVAEConfig, decode_tiled
-from wan_core.vae.keymap import vae_key_pairs
+from common import gib, reset_peak, status_bytes, table
 
-REAL21 = WanVAEConfig("2.1", z_dim=16, dim=96, dec_dim=96)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def bench_decode(args):
-    sd = random_vae_state(REAL21, seed=0)
-    ours = WanVAE(REAL21).requires_grad_(False)
-    ours.load_state_dict(sd, assign=True)
-    native = comfy("comfy.ldm.wan.vae").WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
-                                                 attn_scales=[], temperal_downsample=[False, True, True])
-    native.load_state_dict(sd, assign=True)
-    from diffusers import AutoencoderKLWan
+def config(version):
+    from wan_core.vae import WanVAEConfig
 
-    diff = AutoencoderKLWan(base_dim=96, z_dim=16)
-    pairs = vae_key_pairs(REAL21)
-    diff.load_state_dict({pairs[k]: v for k, v in sd.items()}, assign=True)
-    lat = (1, 16, (args.frames - 1) // 4 + 1, args.height // 8, args.width // 8)
-    z = torch.randn(lat, generator=torch.Generator().manual_seed(0))
-    tile = max(8, args.height // 8 // 2)
-    runs = {
-        "ours (untiled)": lambda: ours.decode(z),
-        f"ours (tiled {tile * 8}px, overlap {tile * 2}px)": lambda: decode_tiled(ours, z, tile, tile // 4),
-        "ComfyUI native": lambda: native.decode(z),
-        "diffusers": lambda: diff.decode(z).sample,
-    }
-    res = {n: measure(f, runs=args.runs) for n, f in runs.items()}
-    bt, bm = res["ours (untiled)"]
-    print(f"\nWan2.1 VAE decode (real size, random weights, fp32, CPU {torch.get_num_threads()} threads): latent {lat} "
-          f"-> {args.frames} frames {args.width}x{args.height}; median of {args.runs}; memory = peak RSS growth")
-    print(table([[n, f"{t:.1f} s", gib(m), f"{t / bt:.2f}x", f"{m / max(bm, 1):.2f}x"] for n, (t, m) in res.items()],
-                ["implementation", "decode", "peak mem", "time vs ours", "mem vs ours"]))
+    if version == "2.1":
+        return WanVAEConfig("2.1", z_dim=16, dim=96, dec_dim=96)
+    return WanVAEConfig("2.2", z_dim=48, dim=160, dec_dim=256)
+
+
+def build(impl, cfg):
+    """(decode, encode) callables of one implementation with the seeded random weights."""
+    from references import comfy
+    from tiny_models.vae import random_vae_state
+    from wan_core.vae import WanVAE, decode_tiled
+
+    sd = random_vae_state(cfg, seed=0)
+    if impl.startswith("ours"):
+        m = WanVAE(cfg).requires_grad_(False)
+        m.load_state_dict(sd, assign=True)
+        if impl.startswith("ours-tiled"):
+            tile, overlap = (int(v) for v in impl.split(":")[1:])
+            s = cfg.stride[1]
+            return m, (lambda z: decode_tiled(m, z, max(1, tile // s), overlap // s)), m.encode
+        return m, m.decode, m.encode
+    if impl == "native":
+        mod = comfy("comfy.ldm.wan.vae" if cfg.version == "2.1" else "comfy.ldm.wan.vae2_2")
+        kw = dict(dim=cfg.dim, z_dim=cfg.z_dim, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                  temperal_downsample=[False, True, True])
+        if cfg.version == "2.2":
+            kw["dec_dim"] = cfg.dec_dim
+        m = mod.WanVAE(**kw)
+        m.load_state_dict(sd, assign=True)
+        return m, (lambda z: m.decode(z).clamp(-1, 1)), m.encode
+    if impl == "diffusers":
+        from diffusers import AutoencoderKLWan
+        from wan_core.vae.keymap import vae_key_pairs
+
+        kw = dict(base_dim=cfg.dim, z_dim=cfg.z_dim)
+        if cfg.version == "2.2":
+            kw.update(decoder_base_dim=cfg.dec_dim, is_residual=True, in_channels=12, out_channels=12, patch_size=2,
+                      scale_factor_spatial=16)
+        m = AutoencoderKLWan(**kw)
+        pairs = vae_key_pairs(cfg)
+        m.load_state_dict({pairs[k]: v for k, v in sd.items()}, assign=True)
+        return m, (lambda z: m.decode(z).sample.clamp(-1, 1)), (lambda v: m.encode(v).latent_dist.mean)
+    raise SystemExit(f"unknown implementation {impl!r}")
+
+
+def child(args):
+    """One implementation, one operation, in this process; prints a JSON line."""
+    cfg = config(args.version)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    model, decode, encode = build(args.child, cfg)
+    model.to(device=device, dtype=dtype)
+    st, ss, _ = cfg.stride
+    g = torch.Generator().manual_seed(0)
+    if args.op == "decode":
+        x = torch.randn(1, cfg.z_dim, (args.frames - 1) // st + 1, args.height // ss, args.width // ss, generator=g)
+        fn = decode
+    else:
+        x = torch.rand(1, 3, args.frames, args.height, args.width, generator=g) * 2 - 1
+        fn = encode
+    x = x.to(device=device, dtype=dtype)
+    times, peak = [], 0
+    with torch.inference_mode():  # as ComfyUI runs its nodes
+        for _ in range(args.runs):
+            out = None
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+            else:
+                base = reset_peak()
+            t0 = time.perf_counter()
+            out = fn(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+            used = (torch.cuda.max_memory_allocated() if device.type == "cuda" else status_bytes("VmHWM")) - base
+            peak = max(peak, used)
+    if args.save:
+        from safetensors.torch import save_file
+
+        save_file({"out": out.float().cpu().contiguous()}, args.save)
+    print(json.dumps({"seconds": sorted(times)[len(times) // 2], "peak": peak}))
+
+
+def run_child(args, impl, version, op, save=None):
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, "--version", version, "--op", op,
+           "--frames", str(args.frames), "--height", str(args.height), "--width", str(args.width),
+           "--runs", str(args.runs), "--device", args.device, "--dtype", args.dtype]
+    if save:
+        cmd += ["--save", save]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{impl} {op} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def max_diff(a, b):
+    from safetensors.torch import load_file
+
+    return (load_file(a)["out"] - load_file(b)["out"]).abs().max().item()
+
+
+def bench(args):
+    header = (f"{args.frames} frames {args.width}x{args.height}, real-size VAEs, random weights, {args.dtype} on "
+              f"{args.device}" + (f" ({torch.get_num_threads()} threads)" if args.device == "cpu" else "")
+              + f", each implementation in its own process, median of {args.runs}; peak = "
+              + ("peak allocated growth" if args.device == "cuda" else "peak RSS growth during the call"))
+    print(header, flush=True)
+    tiled = [f"ours-tiled:{t}" for t in args.tiles]
+    with tempfile.TemporaryDirectory() as tmp:
+        for version in args.versions:
+            for op in args.ops:
+                impls = ["native", "ours"] + (tiled if op == "decode" else []) + (["diffusers"] * args.diffusers)
+                res, files = {}, {}
+                for impl in impls:
+                    files[impl] = os.path.join(tmp, f"{version}-{op}-{impl.replace(':', '_')}.safetensors")
+                    res[impl] = run_child(args, impl, version, op, files[impl] if args.check else None)
+                    print(f"  {version} {op} {impl}: {res[impl]['seconds']:.1f} s", flush=True)
+                nt, nm = res["native"]["seconds"], res["native"]["peak"]
+                rows = []
+                for impl, r in res.items():
+                    name = impl if not impl.startswith("ours-tiled") else "ours tiled {}px, overlap {}px".format(
+                        *impl.split(":")[1:])
+                    diff = f"{max_diff(files[impl], files['native']):.1e}" if args.check and impl != "native" else ""
+                    rows.append([name, f"{r['seconds']:.1f} s", gib(r["peak"]), f"{r['seconds'] / nt:.2f}x",
+                                 f"{r['peak'] / max(nm, 1):.2f}x", diff])
+                print(f"\nWan{version} VAE {op}")
+                print(table(rows, ["implementation", op, "peak", "time vs native", "peak vs native",
+                                   "max |out - native|"]), flush=True)
 
 
 TE_PROBE = r"""
@@ -78,29 +183,11 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "peak": status_bytes("VmH
 
 
 def bench_text_encoder(args):
-    from tiny_models.umt5 import spiece_tensor, train_spiece
-    from safetensors.torch import save_file
+    from tiny_models.umt5 import write_real_size_umt5
 
     with tempfile.TemporaryDirectory(dir=args.tmp) as d:
         path = os.path.join(d, "umt5_xxl_fp8_e4m3fn_scaled.safetensors")
-        g = torch.Generator().manual_seed(0)
-        sd = {"shared.weight": (torch.randn(256384, 4096, generator=g) * 0.02).half(),
-              "spiece_model": spiece_tensor(train_spiece()), "scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}
-        for i in range(24):
-            p = f"encoder.block.{i}.layer."
-            shapes = {"0.SelfAttention.q": (4096, 4096), "0.SelfAttention.k": (4096, 4096),
-                      "0.SelfAttention.v": (4096, 4096), "0.SelfAttention.o": (4096, 4096),
-                      "1.DenseReluDense.wi_0": (10240, 4096), "1.DenseReluDense.wi_1": (10240, 4096),
-                      "1.DenseReluDense.wo": (4096, 10240)}
-            for name, shape in shapes.items():
-                sd[f"{p}{name}.weight"] = torch.randn(shape, generator=g).to(torch.float8_e4m3fn)
-                sd[f"{p}{name}.scale_weight"] = torch.tensor(0.01)
-            sd[f"{p}0.SelfAttention.relative_attention_bias.weight"] = torch.randn(32, 64, generator=g)
-            sd[f"{p}0.layer_norm.weight"] = torch.ones(4096).half()
-            sd[f"{p}1.layer_norm.weight"] = torch.ones(4096).half()
-        sd["encoder.final_layer_norm.weight"] = torch.ones(4096).half()
-        save_file(sd, path)
-        del sd
+        write_real_size_umt5(path)
         rows = []
         for who in ("ours", "comfyui"):
             out = subprocess.run([sys.executable, "-c", TE_PROBE, who, path, common.ROOT], capture_output=True,
@@ -121,14 +208,26 @@ def main():
     ap.add_argument("--height", type=int, default=256)
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--runs", type=int, default=1)
-    ap.add_argument("--skip-text-encoder", action="store_true")
-    ap.add_argument("--skip-decode", action="store_true")
+    ap.add_argument("--versions", nargs="+", default=["2.1", "2.2"], choices=["2.1", "2.2"])
+    ap.add_argument("--ops", nargs="+", default=["decode", "encode"], choices=["decode", "encode"])
+    ap.add_argument("--tiles", nargs="*", default=["256:64"],
+                    help="tiled decodes to time, as TILE:OVERLAP in pixels (the decode node's default: 256:64)")
+    ap.add_argument("--diffusers", action="store_true", help="also time diffusers' AutoencoderKLWan")
+    ap.add_argument("--no-check", dest="check", action="store_false", help="skip the output comparison")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    ap.add_argument("--text-encoder", action="store_true", help="also measure umt5-xxl loading (6.7 GB file)")
     ap.add_argument("--tmp", default=None, help="folder for the 6.7 GB umt5 test file")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--version", help=argparse.SUPPRESS)
+    ap.add_argument("--op", help=argparse.SUPPRESS)
+    ap.add_argument("--save", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if not args.skip_decode:
-        with torch.no_grad():
-            bench_decode(args)
-    if not args.skip_text_encoder:
+    if args.child:
+        return child(args)
+    if args.ops:
+        bench(args)
+    if args.text_encoder:
         bench_text_encoder(args)
 
 

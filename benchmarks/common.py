@@ -31,20 +31,30 @@ def reset_peak() -> int:
     return status_bytes("VmRSS")
 
 
-def measure(fn, runs: int = 3, warmup: int = 0):
-    """(median seconds, peak RSS growth bytes) of ``fn()`` over ``runs`` runs."""
+def measure(fn, runs: int = 3, warmup: int = 0, device=None):
+    """(median seconds, peak memory growth bytes) of ``fn()`` over ``runs`` runs: RSS on the CPU,
+    allocated device memory on CUDA."""
     import torch
 
-    for _ in range(warmup):
-        fn()
+    cuda = device is not None and torch.device(device).type == "cuda"
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn()
     times, peaks = [], []
     for _ in range(runs):
-        base = reset_peak()
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        else:
+            base = reset_peak()
         t0 = time.perf_counter()
         with torch.no_grad():
             fn()
+        if cuda:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-        peaks.append(status_bytes("VmHWM") - base)
+        peaks.append((torch.cuda.max_memory_allocated() if cuda else status_bytes("VmHWM")) - base)
     return statistics.median(times), max(peaks)
 
 

@@ -99,9 +99,11 @@ class WanCoreDecode:
             "vae": ("WANCORE_VAE", {"tooltip": "The VAE matching the DiT (Wan2.1 VAE for 1.3B/14B/A14B, Wan2.2 for 5B)."}),
             "samples": ("LATENT", {"tooltip": "Video latent (ours or a core Wan node's)."}),
             "tiled": ("BOOLEAN", {"default": False, "tooltip": "Decode in spatial tiles to save memory."}),
-            "tile_size": ("INT", {"default": 256, "min": 64, "max": 2048, "step": 32, "tooltip": "Tile size in pixels."}),
+            "tile_size": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 32, "tooltip": (
+                "Largest tile in pixels (core VAEDecodeTiled's default). The fewest tiles that fit are used, evenly "
+                "spread; smaller tiles save memory but repeat more work in the overlaps.")}),
             "tile_overlap": ("INT", {"default": 64, "min": 0, "max": 1024, "step": 16,
-                                     "tooltip": "Overlap in pixels, cross-faded."}),
+                                     "tooltip": "Least overlap between neighbouring tiles in pixels, cross-faded."}),
         }}
 
     RETURN_TYPES = ("IMAGE",)

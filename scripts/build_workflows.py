@@ -119,7 +119,7 @@ def system(name, title, te, dits, vae, prompt, size, sampler, fps, loras=(), win
         5: ("WanCoreVideoSize", {"vae": link(3), **size, "batch_size": 1}),
         6: ("WanCoreSampler", {"model": link(2), "positive": link(4, 0), "negative": link(4, 1), "latent": link(5),
                                **sampler}),
-        7: ("WanCoreDecode", {"vae": link(3), "samples": link(6), "tiled": False, "tile_size": 256,
+        7: ("WanCoreDecode", {"vae": link(3), "samples": link(6), "tiled": False, "tile_size": 512,
                               "tile_overlap": 64}),
         8: ("CreateVideo", {"images": link(7), "fps": fps, "bit_depth": 8}),
         9: ("SaveVideo", {"video": link(8), "filename_prefix": f"wan_core/{name}", "format": "mp4", "codec": "auto"}),

@@ -194,3 +194,44 @@ def test_truncated_vae_file(tmp_path):
     (tmp_path / "wan_2.1_vae.safetensors").write_bytes(data[: len(data) // 3])
     with pytest.raises(CheckpointError, match="wan_2.1_vae.safetensors .*truncated or corrupt.*Wan VAE"):
         load_vae(tmp_path / "wan_2.1_vae.safetensors")
+
+
+@pytest.mark.parametrize("cfg", [TINY21, TINY22], ids=["wan21", "wan22"])
+@torch.no_grad()
+def test_memory_layout_does_not_change_results(cfg, monkeypatch):
+    """The CPU runs narrow stages channels-last; the default layout everywhere gives the same video."""
+    import wan_core.vae.model as vae_model
+
+    m = ours(cfg, random_vae_state(cfg, seed=3))
+    g = torch.Generator().manual_seed(4)
+    video = torch.rand(1, 3, 9, cfg.stride[1] * 2, cfg.stride[2] * 3, generator=g) * 2 - 1
+    z = torch.randn(1, cfg.z_dim, 3, 2, 3, generator=g)
+    fast = m.encode(video), m.decode(z)
+    monkeypatch.setattr(vae_model, "CHANNELS_LAST_MAX_WIDTH", 0)
+    plain = m.encode(video), m.decode(z)
+    assert rel_err(fast[0], plain[0]) < 1e-5 and rel_err(fast[1], plain[1]) < 1e-5
+
+
+@pytest.mark.parametrize("cfg", [TINY21, TINY22], ids=["wan21", "wan22"])
+@torch.no_grad()
+def test_decoder_runs_one_frame_at_a_time_after_temporal_upsampling(cfg):
+    """Depth first: the last stages and the head never see more than one frame per call, so no
+    full-resolution activation holds several frames."""
+    m = ours(cfg, random_vae_state(cfg, seed=3))
+    seen = []
+    m.decoder.head[0].register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[2]))
+    video = m.decode(torch.randn(1, cfg.z_dim, 4, 2, 3, generator=torch.Generator().manual_seed(5)))
+    assert video.shape[2] == 13 and seen == [1] * 13
+
+
+def test_tile_spans_are_few_even_and_overlapping():
+    from wan_core.vae.model import _tile_spans
+
+    assert _tile_spans(30, 32, 8) == [(0, 30)]
+    for n, tile, overlap in [(60, 32, 8), (104, 32, 8), (104, 64, 8), (20, 8, 4), (33, 16, 3), (200, 48, 16)]:
+        spans = _tile_spans(n, tile, overlap)
+        assert spans[0][0] == 0 and spans[-1][0] + spans[-1][1] == n
+        assert all(size <= tile for _, size in spans) and len({size for _, size in spans}) == 1
+        assert all(a + sa - b >= overlap for (a, sa), (b, _) in zip(spans, spans[1:]))
+        # the fewest tiles: one fewer tile of the full size could not cover n with these overlaps
+        assert (len(spans) - 1) * (tile - overlap) + overlap < n

@@ -98,3 +98,26 @@ def write_diffusers_text_encoder(sd: dict, proto: bytes, root: Path, shards: int
     tok.mkdir()
     (tok / "spiece.model").write_bytes(proto)
     return root
+
+
+def write_real_size_umt5(path, seed: int = 0) -> None:
+    """umt5-xxl at its real size (24 layers, d_model 4096, d_ff 10240, 256,384 tokens) with random
+    weights, in the layout of ``umt5_xxl_fp8_e4m3fn_scaled.safetensors`` (~6.7 GB): for benchmarks
+    whose cost and memory must be the real encoder's.  The tokenizer is the small one trained here."""
+    g = torch.Generator().manual_seed(seed)
+    fp8 = torch.float8_e4m3fn
+    sd = {"shared.weight": (torch.randn(256384, 4096, generator=g) * 0.02).half(),
+          "spiece_model": spiece_tensor(train_spiece()), "scaled_fp8": torch.empty(0, dtype=fp8)}
+    shapes = {"0.SelfAttention.q": (4096, 4096), "0.SelfAttention.k": (4096, 4096), "0.SelfAttention.v": (4096, 4096),
+              "0.SelfAttention.o": (4096, 4096), "1.DenseReluDense.wi_0": (10240, 4096),
+              "1.DenseReluDense.wi_1": (10240, 4096), "1.DenseReluDense.wo": (4096, 10240)}
+    for i in range(24):
+        p = f"encoder.block.{i}.layer."
+        for name, shape in shapes.items():
+            sd[f"{p}{name}.weight"] = torch.randn(shape, generator=g).to(fp8)
+            sd[f"{p}{name}.scale_weight"] = torch.tensor(0.01)
+        sd[f"{p}0.SelfAttention.relative_attention_bias.weight"] = torch.randn(32, 64, generator=g)
+        sd[f"{p}0.layer_norm.weight"] = torch.ones(4096).half()
+        sd[f"{p}1.layer_norm.weight"] = torch.ones(4096).half()
+    sd["encoder.final_layer_norm.weight"] = torch.ones(4096).half()
+    save_file(sd, str(path))
