@@ -143,9 +143,13 @@ class ComfyWanDiT(WanDiT):
             raise ValueError(f"{', '.join(unknown)}: inputs of other Wan variants; this DiT is text-to-video")
         t = self._token_timesteps(timestep, x)
         hooks = hooks_from_options(transformer_options, x)
-        self.passes += 1
+        self._count_pass()
         out = self.predict(x, t, self._text_for_run(context, x, transformer_options), hooks=hooks)
         return out.to(x.dtype)
+
+    def _count_pass(self):
+        if not torch.compiler.is_compiling():  # compiled, each count would be a guard that fails (not counted)
+            self.passes += 1
 
     def _text_weights(self) -> tuple:
         """What the projected text depends on: the patch set the owning model was loaded with (core
@@ -167,10 +171,13 @@ class ComfyWanDiT(WanDiT):
         return tuple(key)
 
     def _text_for_run(self, context, x, options: dict):
-        """The umt5 context, or its projection reused from an earlier step of the same sampling run."""
+        """The umt5 context, or its projection reused from an earlier step of the same sampling run.
+        Not under torch.compile: the run cache is Python bookkeeping whose guards would fail on every
+        run (compiled, the text is projected every step, as native does)."""
         run = options.get("sample_sigmas")
         frames, per_frame = self._patch_grid(x)
-        if run is None or context is None or frames * per_frame > TEXT_KV_REUSE_MAX_TOKENS:
+        if run is None or context is None or frames * per_frame > TEXT_KV_REUSE_MAX_TOKENS \
+                or torch.compiler.is_compiling():
             return context
         cache = _run_cache(run)
         weights = self._text_weights()

@@ -248,3 +248,32 @@ def test_multigpu_work_units_deepclone(models, tmp_path):
     ref = ksampler(comfy.sd.load_lora_for_models(shift(native), None, lora, 0.7, 0)[0], steps=2)
     assert rel_err(ksampler(clone, steps=2), ref) < TOL
     assert rel_err(ksampler(node_out, steps=2), ref) < TOL
+
+
+def test_torch_compile_does_not_recompile_per_step(models):
+    """Compiled through core's wrapper (as TorchCompileModel does, guard filter included), our
+    forward is traced once: later steps and a second sampling run reuse the graphs."""
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+
+    import torch._dynamo
+
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    ours, _ = models()
+    model = shift(ours).clone()
+    torch._dynamo.reset()
+    nodes_torch_compile = ci.host().NODE_CLASS_MAPPINGS["TorchCompileModel"]
+    import inspect
+
+    guard_filter = inspect.getmodule(nodes_torch_compile).skip_torch_compile_dict
+    set_torch_compile_wrapper(model=model, backend=counting_backend, options={"guard_filter_fn": guard_filter})
+    first = ksampler(model, steps=3)
+    after_first = len(graphs)
+    second = ksampler(model, steps=3, seed=8)
+    assert after_first >= 1 and len(graphs) == after_first, (after_first, len(graphs))
+    assert rel_err(first, ksampler(shift(ours), steps=3)) < 1e-5
+    assert not torch.equal(first, second)

@@ -287,7 +287,10 @@ class WanDiT(nn.Module):
             raise ValueError(f"{t.shape[0]} timestep rows for a batch of {batch}")
         if t.shape[1] > 1 and bool((t == t[:, :1]).all()):
             t = t[:, :1]  # one value per sample: keep the modulation [B, 1, dim]
-        values, index = torch.unique(t.float(), return_inverse=True)
+        if t.shape[1] == 1:  # one value per sample: no search for repeats (and no dynamic shape to compile)
+            values, index = t.float().flatten(), torch.arange(batch, device=t.device)[:, None]
+        else:
+            values, index = torch.unique(t.float(), return_inverse=True)
         sin = sinusoidal_embedding(self.config.freq_dim, values)
         e = run_layer(self.time_embedding[2], F.silu(run_layer(self.time_embedding[0], sin, FP32)), FP32)
         e0 = run_layer(self.time_projection[1], F.silu(e), FP32).unflatten(1, (6, self.config.dim))
