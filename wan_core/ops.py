@@ -10,6 +10,7 @@ the same way: any layer that casts its own weights marks itself with ``comfy_cas
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 from typing import Optional
 
@@ -64,16 +65,45 @@ def cast_bias(layer: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
     return apply_functions(b, layer.bias_function)
 
 
+_WORKSPACE: Optional[dict] = None  # (shape, dtype, device) -> buffer, while cast_workspace() is active
+
+
+@contextlib.contextmanager
+def cast_workspace():
+    """Decode per-call weights into buffers reused from layer to layer (one per weight shape) for
+    the duration, instead of a fresh tensor per call.  On the CPU a fresh buffer of that size costs
+    page faults (about as much as the fp8 -> fp32 conversion itself); freed on exit.  Only for
+    inference (nothing may keep a decoded weight past its layer's call)."""
+    global _WORKSPACE
+    outer = _WORKSPACE
+    _WORKSPACE = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _WORKSPACE = outer
+
+
+def _decode_weight(weight: torch.Tensor, x: torch.Tensor, copy: bool) -> torch.Tensor:
+    if _WORKSPACE is None or torch.is_grad_enabled() or weight.dtype == x.dtype or weight.device != x.device:
+        return weight.to(device=x.device, dtype=x.dtype, copy=copy)
+    key = (tuple(weight.shape), x.dtype, x.device)
+    buf = _WORKSPACE.get(key)
+    if buf is None:
+        buf = _WORKSPACE[key] = torch.empty(weight.shape, dtype=x.dtype, device=x.device)
+    return buf.copy_(weight)
+
+
 def _cast_weight_bias(layer: nn.Module, x: torch.Tensor):
     """The layer's weight and bias in ``x``'s dtype and device, with a ComfyUI fp8 scale and the
     per-call weight functions (LoRA patches of a host) applied to the decoded values."""
     weight = layer.weight
     if weight is None:
         return None, None
-    w = weight.to(device=x.device, dtype=x.dtype, copy=bool(layer.weight_function))
+    w = _decode_weight(weight, x, bool(layer.weight_function))
     scale = getattr(layer, "scale_weight", None)
-    if scale is not None:
-        w = w * scale.to(device=x.device, dtype=x.dtype)
+    if scale is not None:  # in place on the decoded copy: one pass and one buffer fewer per call
+        scale = scale.to(device=x.device, dtype=x.dtype)
+        w = w.mul_(scale) if w is not weight else w * scale
     return apply_functions(w, layer.weight_function), cast_bias(layer, x)
 
 

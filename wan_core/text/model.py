@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..ops import cast_ops
+from ..ops import cast_ops, cast_workspace
 from .tokenizer import TEXT_LEN, PromptTokenizer
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,8 @@ class UMT5TextEncoder(nn.Module):
             input_ids[row, : len(seq)] = torch.tensor(seq, device=device)
             mask[row, : len(seq)] = 1
         embeds = self.model.shared(input_ids).to(self.compute_dtype)
-        hidden = self.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state.float()
+        with cast_workspace():
+            hidden = self.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state.float()
         out = torch.zeros(len(ids), TEXT_LEN, hidden.shape[-1], device=device)
         out[:, :longest] = hidden * mask[..., None]
         return out
