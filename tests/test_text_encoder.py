@@ -175,3 +175,27 @@ def test_truncated_text_encoder_file(tmp_path, umt5):
     (tmp_path / "umt5_xxl_fp16.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="umt5_xxl_fp16.safetensors .*truncated or corrupt.*umt5"):
         load_text_encoder(tmp_path / "umt5_xxl_fp16.safetensors")
+
+
+@torch.no_grad()
+def test_cast_workspace_reuses_buffers_without_changing_results():
+    """Per-call fp8 weights decoded into one reused buffer per shape give the same outputs, layer
+    after layer, and the buffers are gone after the block."""
+    import wan_core.ops as ops
+
+    g = torch.Generator().manual_seed(0)
+    layers = []
+    for _ in range(3):
+        lin = ops.cast_ops.Linear(16, 32, bias=False)
+        lin.weight = torch.nn.Parameter((torch.randn(32, 16, generator=g)).to(torch.float8_e4m3fn), requires_grad=False)
+        lin.register_buffer("scale_weight", torch.tensor(0.05))
+        layers.append(lin)
+    x = torch.randn(4, 16, generator=g)
+    plain = [lin(x) for lin in layers]
+    with ops.cast_workspace():
+        reused = [lin(x) for lin in layers]
+        assert len(ops._WORKSPACE) == 1  # one buffer for the three same-shaped weights
+    assert ops._WORKSPACE is None
+    for a, b in zip(plain, reused):
+        assert torch.equal(a, b)
+    assert not torch.equal(reused[0], reused[1])
