@@ -160,7 +160,7 @@ async def run_job(server: ComfyServer, prompt: dict, timeout: float) -> dict:
 
 
 def run_implementation(name: str, workflow: Workflow, args, models: Path, work: Path) -> list:
-    server = ComfyServer(args.comfyui, models, work / name, python=sys.executable).start()
+    server = ComfyServer(args.comfyui, models, work / name, python=sys.executable, cpu=args.device == "cpu").start()
     try:
         startup_rss = proc_bytes(server.proc.pid, "VmRSS")
         results = []
@@ -187,7 +187,8 @@ def run_implementation(name: str, workflow: Workflow, args, models: Path, work: 
 def report(res: dict, args) -> None:
     ours, native = res["ours"], res["native"]
     gb = lambda n: f"{n / 2**30:.2f} GiB"  # noqa: E731
-    print(f"\nWhole text-to-video job through a headless ComfyUI 0.30 (--cpu, {torch.get_num_threads()} threads here): "
+    print(f"\nWhole text-to-video job through a headless ComfyUI 0.30 ("
+          + (f"--cpu, {torch.get_num_threads()} threads here" if args.device == "cpu" else "GPU") + "): "
           f"Wan2.1 1.3B fp16 file, umt5-xxl fp8 scaled file, Wan2.1 VAE, all real size with random weights; "
           f"{args.frames} frames {args.width}x{args.height}, guidance {args.guidance} (two DiT passes per step), "
           "UniPC; one fresh server per implementation, the first job includes loading the models")
@@ -227,6 +228,8 @@ def main():
     ap.add_argument("--models", default=None, help="folder for the model files (kept; default: a temp dir)")
     ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI checkout (default $COMFYUI_PATH)")
     ap.add_argument("--only", choices=["ours", "native"], help="run one implementation")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"],
+                    help="cpu starts the servers with --cpu; cuda lets ComfyUI use the GPU")
     ap.add_argument("--timeout", type=float, default=3600)
     args = ap.parse_args()
     if not args.comfyui:

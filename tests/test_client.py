@@ -32,7 +32,7 @@ def models(tmp_path_factory):
 
 
 def start(models, tmp_path_factory, name):
-    return ComfyServer(comfy_path(), models, tmp_path_factory.mktemp(name), preview="none").start()
+    return ComfyServer(comfy_path(), models, tmp_path_factory.mktemp(name), preview="none", cpu=True).start()
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ def shrink(wf, name, frames=9, steps=None, seed=None):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     models = write_stand_ins(tmp_path_factory.mktemp("models"))
-    s = ComfyServer(comfy_path(), models, tmp_path_factory.mktemp("comfyui")).start()
+    s = ComfyServer(comfy_path(), models, tmp_path_factory.mktemp("comfyui"), cpu=True).start()
     yield s
     s.stop()
 
@@ -436,7 +436,7 @@ def test_taehv_previews(tmp_path_factory, name, channels, workflow):
     approx.mkdir(exist_ok=True)
     torch_state = TAEHV(latent_channels=channels).state_dict()
     save_file({k: v.contiguous() for k, v in torch_state.items()}, str(approx / f"{name}.safetensors"))
-    s = ComfyServer(comfy_path(), models, tmp_path_factory.mktemp("taehv"), preview="taesd").start()
+    s = ComfyServer(comfy_path(), models, tmp_path_factory.mktemp("taehv"), preview="taesd", cpu=True).start()
 
     def previews(wf):
         events, binary = run_over_websocket(s, wf)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 from .api import Server, ServerDown
 
@@ -24,15 +25,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torch_sees_gpu() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
 class ComfyServer(Server):
     """A ComfyUI subprocess; ``models`` is a folder in the models/ layout (diffusion_models, vae, ...)."""
 
     def __init__(self, comfy_path: str, models: Path, workdir: Path, python: str = sys.executable,
-                 preview: str = "latent2rgb"):
+                 preview: str = "latent2rgb", cpu: Optional[bool] = None):
         self.port = free_port()
         super().__init__(f"http://127.0.0.1:{self.port}")
         self.comfy_path, self.models, self.workdir = comfy_path, Path(models), Path(workdir)
         self.python, self.preview = python, preview
+        self.cpu = cpu  # None: ComfyUI's --cpu only where torch sees no GPU
         self.output = self.workdir / "output"
         self.proc = None
 
@@ -52,7 +62,8 @@ class ComfyServer(Server):
         )
         self.output.mkdir(parents=True, exist_ok=True)
         (self.workdir / "user").mkdir(exist_ok=True)
-        cmd = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+        cpu = self.cpu if self.cpu is not None else not _torch_sees_gpu()
+        cmd = [self.python, "main.py", *(["--cpu"] if cpu else []), "--listen", "127.0.0.1", "--port", str(self.port),
                "--disable-auto-launch", "--output-directory", str(self.output), "--extra-model-paths-config",
                str(cfg), "--user-directory", str(self.workdir / "user"), "--preview-method", self.preview,
                "--temp-directory", str(self.workdir / "temp"),
