@@ -161,13 +161,8 @@ def bench_compile(args):
     lat, x, t, ctx = inputs(args, device, dtype)
     rows = []
 
-    def timed(fn):
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
+    def timed(fn):  # one call, seconds
+        return measure(fn, runs=1, device=device)[0]
 
     ours = WanDiT(cfg, compute_dtype=dtype).requires_grad_(False)
     ours.load_state_dict(sd, assign=True)

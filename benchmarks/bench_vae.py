@@ -17,12 +17,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import common  # noqa: F401
 import torch
 
-from common import gib, reset_peak, status_bytes, table
+from common import gib, measure, table
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -37,7 +36,7 @@ def config(version):
 
 def build(impl, cfg):
     """(decode, encode) callables of one implementation with the seeded random weights."""
-    from references import comfy
+    from references import comfy_wan_vae, diffusers_wan_vae
     from tiny_models.vae import random_vae_state
     from wan_core.vae import WanVAE, decode_tiled
 
@@ -51,25 +50,10 @@ def build(impl, cfg):
             return m, (lambda z: decode_tiled(m, z, max(1, tile // s), overlap // s)), m.encode
         return m, m.decode, m.encode
     if impl == "native":
-        mod = comfy("comfy.ldm.wan.vae" if cfg.version == "2.1" else "comfy.ldm.wan.vae2_2")
-        kw = dict(dim=cfg.dim, z_dim=cfg.z_dim, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-                  temperal_downsample=[False, True, True])
-        if cfg.version == "2.2":
-            kw["dec_dim"] = cfg.dec_dim
-        m = mod.WanVAE(**kw)
-        m.load_state_dict(sd, assign=True)
+        m = comfy_wan_vae(cfg, sd, assign=True)
         return m, (lambda z: m.decode(z).clamp(-1, 1)), m.encode
     if impl == "diffusers":
-        from diffusers import AutoencoderKLWan
-        from wan_core.vae.keymap import vae_key_pairs
-
-        kw = dict(base_dim=cfg.dim, z_dim=cfg.z_dim)
-        if cfg.version == "2.2":
-            kw.update(decoder_base_dim=cfg.dec_dim, is_residual=True, in_channels=12, out_channels=12, patch_size=2,
-                      scale_factor_spatial=16)
-        m = AutoencoderKLWan(**kw)
-        pairs = vae_key_pairs(cfg)
-        m.load_state_dict({pairs[k]: v for k, v in sd.items()}, assign=True)
+        m = diffusers_wan_vae(cfg, sd, assign=True)
         return m, (lambda z: m.decode(z).sample.clamp(-1, 1)), (lambda v: m.encode(v).latent_dist.mean)
     raise SystemExit(f"unknown implementation {impl!r}")
 
@@ -89,28 +73,13 @@ def child(args):
         x = torch.rand(1, 3, args.frames, args.height, args.width, generator=g) * 2 - 1
         fn = encode
     x = x.to(device=device, dtype=dtype)
-    times, peak = [], 0
     with torch.inference_mode():  # as ComfyUI runs its nodes
-        for _ in range(args.runs):
-            out = None
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-                base = torch.cuda.memory_allocated()
-            else:
-                base = reset_peak()
-            t0 = time.perf_counter()
-            out = fn(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-            used = (torch.cuda.max_memory_allocated() if device.type == "cuda" else status_bytes("VmHWM")) - base
-            peak = max(peak, used)
+        seconds, peak, out = measure(lambda: fn(x), runs=args.runs, device=device, keep=True)
     if args.save:
         from safetensors.torch import save_file
 
         save_file({"out": out.float().cpu().contiguous()}, args.save)
-    print(json.dumps({"seconds": sorted(times)[len(times) // 2], "peak": peak}))
+    print(json.dumps({"seconds": seconds, "peak": peak}))
 
 
 def run_child(args, impl, version, op, save=None):

@@ -28,7 +28,7 @@ from pathlib import Path
 import common  # noqa: F401
 import torch
 
-from common import table
+from common import status_bytes, table
 from wan_client.api import finished
 from wan_client.server import ComfyServer
 from wan_client.workflow import Workflow
@@ -106,14 +106,6 @@ def native_workflow() -> Workflow:
     return Workflow(Path("native_wan2.1_t2v_1.3B_api.json"), prompt)
 
 
-def proc_bytes(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(field)
-
-
 async def run_job(server: ComfyServer, prompt: dict, timeout: float) -> dict:
     """Queue ``prompt`` and follow it on the websocket: wall time and seconds per node type."""
     import aiohttp
@@ -156,13 +148,12 @@ async def run_job(server: ComfyServer, prompt: dict, timeout: float) -> dict:
         await asyncio.sleep(0.1)
     files = server.output_files(entry, ".mp4")
     return {"wall": wall, "stages": stages, "files": [str(f) for f in files],
-            "peak_rss": proc_bytes(server.proc.pid, "VmHWM"), "rss": proc_bytes(server.proc.pid, "VmRSS")}
+            "peak_rss": status_bytes("VmHWM", server.proc.pid)}
 
 
 def run_implementation(name: str, workflow: Workflow, args, models: Path, work: Path) -> list:
     server = ComfyServer(args.comfyui, models, work / name, python=sys.executable, cpu=args.device == "cpu").start()
     try:
-        startup_rss = proc_bytes(server.proc.pid, "VmRSS")
         results = []
         for i, steps in enumerate(args.steps):
             settings = {"prompt": PROMPTS[i % len(PROMPTS)], "seed": 100 + i, "steps": steps,
@@ -174,7 +165,7 @@ def run_implementation(name: str, workflow: Workflow, args, models: Path, work: 
                 settings["scheduler"] = "unipc"
             prompt = workflow.with_settings(settings).prompt
             r = asyncio.run(run_job(server, prompt, args.timeout))
-            r.update(steps=steps, startup_rss=startup_rss)
+            r.update(steps=steps)
             print(f"  {name}, {steps} steps: {r['wall']:.1f} s, " + ", ".join(
                 f"{k} {v:.1f} s" for k, v in r["stages"].items()) + f"; server peak RSS {r['peak_rss'] / 2**30:.2f} GiB",
                 flush=True)
@@ -189,7 +180,7 @@ def report(res: dict, args) -> None:
     gb = lambda n: f"{n / 2**30:.2f} GiB"  # noqa: E731
     print(f"\nWhole text-to-video job through a headless ComfyUI 0.30 ("
           + (f"--cpu, {torch.get_num_threads()} threads here" if args.device == "cpu" else "GPU") + "): "
-          f"Wan2.1 1.3B fp16 file, umt5-xxl fp8 scaled file, Wan2.1 VAE, all real size with random weights; "
+          "Wan2.1 1.3B fp16 file, umt5-xxl fp8 scaled file, Wan2.1 VAE, all real size with random weights; "
           f"{args.frames} frames {args.width}x{args.height}, guidance {args.guidance} (two DiT passes per step), "
           "UniPC; one fresh server per implementation, the first job includes loading the models")
     rows = []

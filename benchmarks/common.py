@@ -13,8 +13,9 @@ for p in (ROOT, os.path.join(ROOT, "tests")):
         sys.path.insert(0, p)
 
 
-def status_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
+def status_bytes(field: str, pid="self") -> int:
+    """A memory field of /proc/PID/status (VmRSS, VmHWM, ...) in bytes; this process by default."""
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
@@ -31,17 +32,19 @@ def reset_peak() -> int:
     return status_bytes("VmRSS")
 
 
-def measure(fn, runs: int = 3, warmup: int = 0, device=None):
+def measure(fn, runs: int = 3, warmup: int = 0, device=None, keep: bool = False):
     """(median seconds, peak memory growth bytes) of ``fn()`` over ``runs`` runs: RSS on the CPU,
-    allocated device memory on CUDA."""
+    allocated device memory on CUDA.  ``keep``: also return the last run's result (each run's
+    result is held until the next run starts, so it counts in that run's peak)."""
     import torch
 
     cuda = device is not None and torch.device(device).type == "cuda"
     with torch.no_grad():
         for _ in range(warmup):
             fn()
-    times, peaks = [], []
+    times, peaks, result = [], [], None
     for _ in range(runs):
+        result = None
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -50,11 +53,15 @@ def measure(fn, runs: int = 3, warmup: int = 0, device=None):
             base = reset_peak()
         t0 = time.perf_counter()
         with torch.no_grad():
-            fn()
+            result = fn()
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
         peaks.append((torch.cuda.max_memory_allocated() if cuda else status_bytes("VmHWM")) - base)
+        if not keep:
+            result = None
+    if keep:
+        return statistics.median(times), max(peaks), result
     return statistics.median(times), max(peaks)
 
 

@@ -72,3 +72,30 @@ def comfy(module: str):
 
         comfy.cli_args.args.cpu = True
     return importlib.import_module(module)
+
+
+def comfy_wan_vae(cfg, sd: dict, assign: bool = False):
+    """ComfyUI's native Wan VAE (``vae.py`` / ``vae2_2.py``) sized by a ``WanVAEConfig``, ``sd`` loaded."""
+    mod = comfy("comfy.ldm.wan.vae" if cfg.version == "2.1" else "comfy.ldm.wan.vae2_2")
+    kw = dict(dim=cfg.dim, z_dim=cfg.z_dim, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+              temperal_downsample=[False, True, True])
+    if cfg.version == "2.2":
+        kw["dec_dim"] = cfg.dec_dim
+    m = mod.WanVAE(**kw)
+    m.load_state_dict(sd, assign=assign)
+    return m.eval()
+
+
+def diffusers_wan_vae(cfg, sd: dict, assign: bool = False):
+    """diffusers' ``AutoencoderKLWan`` sized by a ``WanVAEConfig``, ``sd`` (official names) loaded."""
+    from diffusers import AutoencoderKLWan
+    from wan_core.vae.keymap import vae_key_pairs
+
+    kw = dict(base_dim=cfg.dim, z_dim=cfg.z_dim)
+    if cfg.version == "2.2":
+        kw.update(decoder_base_dim=cfg.dec_dim, is_residual=True, in_channels=12, out_channels=12, patch_size=2,
+                  scale_factor_spatial=16)
+    m = AutoencoderKLWan(**kw)
+    pairs = vae_key_pairs(cfg)
+    m.load_state_dict({pairs[k]: v for k, v in sd.items()}, strict=True, assign=assign)
+    return m.eval()

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import rel_err
-from references import comfy, official_wan
+from references import comfy_wan_vae, diffusers_wan_vae, official_wan
 from wan_core.errors import ModelLayoutError
 from wan_core.vae import WanVAE
 from wan_core.vae.keymap import vae_key_pairs
@@ -34,28 +34,12 @@ def official(cfg, sd):
 
 
 def comfyui(cfg, sd):
-    mod = comfy("comfy.ldm.wan.vae" if cfg.version == "2.1" else "comfy.ldm.wan.vae2_2")
-    kw = dict(dim=cfg.dim, z_dim=cfg.z_dim, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-              temperal_downsample=[False, True, True])
-    if cfg.version == "2.2":
-        kw["dec_dim"] = cfg.dec_dim
-    m = mod.WanVAE(**kw)
-    m.load_state_dict(sd)
-    m.eval()
+    m = comfy_wan_vae(cfg, sd)
     return m.encode, (lambda z: m.decode(z).clamp(-1, 1))
 
 
 def diffusers_ref(cfg, sd):
-    from diffusers import AutoencoderKLWan
-
-    if cfg.version == "2.1":
-        m = AutoencoderKLWan(base_dim=cfg.dim, z_dim=cfg.z_dim)
-    else:
-        m = AutoencoderKLWan(base_dim=cfg.dim, decoder_base_dim=cfg.dec_dim, z_dim=cfg.z_dim, is_residual=True,
-                             in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16)
-    pairs = vae_key_pairs(cfg)
-    m.load_state_dict({pairs[k]: v for k, v in sd.items()}, strict=True)
-    m.eval()
+    m = diffusers_wan_vae(cfg, sd)
     enc = lambda v: m.encode(v).latent_dist.mean  # noqa: E731
     dec = lambda z: m.decode(z).sample.clamp(-1, 1)  # noqa: E731
     return enc, dec

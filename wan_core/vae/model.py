@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +64,11 @@ class WanVAEConfig:
 # -- layers -------------------------------------------------------------------------------------
 
 
+def _spatial_conv_args(conv: nn.Conv3d) -> dict:
+    """``F.conv2d`` arguments for one time tap of a 3-D conv (its spatial stride, padding, ...)."""
+    return dict(stride=conv.stride[1:], padding=conv.padding[1:], dilation=conv.dilation[1:], groups=conv.groups)
+
+
 @functools.lru_cache(maxsize=None)
 def causal_conv3d_class(conv3d: type) -> type:
     """A causal (past-only in time) variant of the given Conv3d class, e.g. ``comfy.ops``' one."""
@@ -102,7 +107,7 @@ def causal_conv3d_class(conv3d: type) -> type:
             tensors (measured at 96-192 channels, 256-832 px).  Zero past frames are skipped."""
             past = [p[:, :, f] for p in parts for f in range(p.shape[2])]
             last = self.kernel_size[0] - 1
-            kw = dict(stride=self.stride[1:], padding=self.padding[1:], dilation=self.dilation[1:], groups=self.groups)
+            kw = _spatial_conv_args(self)
             y = F.conv2d(x[:, :, 0], self.weight[:, :, last], self.bias, **kw)
             for j, frame in enumerate(past):
                 y += F.conv2d(frame.to(x), self.weight[:, :, last - len(past) + j], None, **kw)
@@ -333,8 +338,7 @@ class _Head(nn.Sequential):
             return _cached_call(conv, x, cache)
         taps = conv.kernel_size[0]
         w = conv.weight.movedim(2, 0).flatten(0, 1)  # [taps * out, in, kh, kw]: tap k's outputs at k*out
-        z = F.conv2d(x[:, :, 0], w.to(x), None, stride=conv.stride[1:], padding=conv.padding[1:],
-                     dilation=conv.dilation[1:], groups=conv.groups).unflatten(1, (taps, conv.out_channels))
+        z = F.conv2d(x[:, :, 0], w.to(x), None, **_spatial_conv_args(conv)).unflatten(1, (taps, conv.out_channels))
         sums = cache.get(conv)
         if sums is None:  # the first frame: zeros in the past
             sums = _PartialSums([torch.zeros_like(z[:, 0]) for _ in range(taps - 1)])
