@@ -24,7 +24,16 @@ log = logging.getLogger("wan_core")
 
 
 class WanCoreWAN21(comfy.model_base.WAN21):
-    """Core's WAN21 (Wan2.1 T2V, A14B experts) around our DiT; text-to-video has no image channels."""
+    """Core's WAN21 (Wan2.1 T2V, A14B experts) around our DiT; text-to-video has no image channels.
+
+    ``unet_model`` is the factory BaseModel builds the diffusion model with (under the operations
+    the host picks); without one the caller assigns ``diffusion_model`` (GGUF)."""
+
+    image_to_video = False
+
+    def __init__(self, model_config, device=None, unet_model=None):
+        comfy.model_base.BaseModel.__init__(self, model_config, comfy.model_base.ModelType.FLOW, device=device,
+                                            unet_model=unet_model)
 
     def concat_cond(self, **kwargs):
         return None
@@ -33,8 +42,21 @@ class WanCoreWAN21(comfy.model_base.WAN21):
 class WanCoreWAN22(comfy.model_base.WAN22):
     """Core's WAN22 (TI2V-5B: 48 channels, per-frame timesteps from a start-image mask) around our DiT."""
 
+    image_to_video = True
+
+    def __init__(self, model_config, device=None, unet_model=None):
+        comfy.model_base.BaseModel.__init__(self, model_config, comfy.model_base.ModelType.FLOW, device=device,
+                                            unet_model=unet_model)
+
     def concat_cond(self, **kwargs):
         return None
+
+
+def unet_config_for(cfg) -> dict:
+    """Core's Wan ``unet_config`` for a wan_core config (memory estimates and sampling read it)."""
+    return {"image_model": "wan2.1", "model_type": "t2v", "dim": cfg.dim, "in_dim": cfg.in_channels,
+            "out_dim": cfg.out_channels, "num_layers": cfg.num_layers, "num_heads": cfg.num_heads,
+            "ffn_dim": cfg.ffn_dim}
 
 
 def _patches_per_call(module) -> bool:
@@ -42,15 +64,19 @@ def _patches_per_call(module) -> bool:
 
 
 class WanCorePatcher(comfy.model_patcher.ModelPatcher):
-    """ModelPatcher that patches compact (GGUF / scaled fp8) layers per call instead of merging."""
+    """ModelPatcher that patches compact (GGUF) layers per call instead of merging.
+
+    The patch of such a layer lives in its ``patch_functions`` from load to unpatch, whatever the
+    host does with ``weight_function`` as it moves layers on and off the device (``load`` wipes
+    those lists for resident layers, ``partially_unload`` appends its own LowVramPatch to them);
+    patches are keyed, so the layer applies each exactly once."""
 
     def patch_weight_to_device(self, key, device_to=None, inplace_update=False, return_weight=False, force_cast=False):
         module_name, _, param = key.rpartition(".")
         module = comfy.utils.get_attr(self.model, module_name) if module_name else None
         if key in self.patches and not return_weight and _patches_per_call(module) and param in ("weight", "bias"):
-            attr = f"{param}_function"
-            functions = [f for f in getattr(module, attr, ()) if getattr(f, "key", None) != key]
-            setattr(module, attr, functions + [comfy.model_patcher.LowVramPatch(key, self.patches)])
+            module.patch_functions = {**module.patch_functions,
+                                      param: comfy.model_patcher.LowVramPatch(key, self.patches)}
             return None
         return super().patch_weight_to_device(key, device_to=device_to, inplace_update=inplace_update,
                                               return_weight=return_weight, force_cast=force_cast)
@@ -60,7 +86,7 @@ class WanCorePatcher(comfy.model_patcher.ModelPatcher):
         if unpatch_weights:
             for module in self.model.modules():
                 if _patches_per_call(module):
-                    module.weight_function, module.bias_function = [], []
+                    module.weight_function, module.bias_function, module.patch_functions = [], [], {}
 
 
 def storage_dtype(dit) -> torch.dtype:
@@ -72,18 +98,13 @@ def wrap_dit(dit, load_device, offload_device, reload=None) -> WanCorePatcher:
     """The ``MODEL`` for a loaded :class:`ComfyWanDiT`. ``reload`` = (function, args) that loads it
     again (ComfyUI's ``cached_patcher_init``, used by multi-GPU work units to clone per device)."""
     cfg = dit.config
-    unet_config = {"image_model": "wan2.1", "model_type": "t2v", "dim": cfg.dim, "in_dim": cfg.in_channels,
-                   "out_dim": cfg.out_channels, "num_layers": cfg.num_layers, "num_heads": cfg.num_heads,
-                   "ffn_dim": cfg.ffn_dim, "disable_unet_model_creation": True}
+    unet_config = {**unet_config_for(cfg), "disable_unet_model_creation": True}
     wan22 = cfg.latent_channels == 48
     model_config = (comfy.supported_models.WAN22_T2V if wan22 else comfy.supported_models.WAN21_T2V)(unet_config)
     weights = storage_dtype(dit)
     model_config.set_inference_dtype(weights if weights.is_floating_point else dit.compute_dtype,
                                      None if weights == dit.compute_dtype else dit.compute_dtype)
-    if wan22:
-        model = WanCoreWAN22(model_config, image_to_video=True, device=offload_device)
-    else:
-        model = WanCoreWAN21(model_config, device=offload_device)
+    model = (WanCoreWAN22 if wan22 else WanCoreWAN21)(model_config, device=offload_device)
     model.diffusion_model = dit.to(offload_device)
     dit.owner = weakref.ref(model)  # the DiT reads its owner's patch uuid (text projection reuse)
     patcher = WanCorePatcher(model, load_device=load_device, offload_device=offload_device)

@@ -16,7 +16,6 @@ import comfy.ops
 import comfy.utils
 import folder_paths
 
-from ..wan_core.ops import FP8_DTYPES, cast_ops
 
 log = logging.getLogger("wan_core")
 
@@ -60,6 +59,15 @@ def resolve_model(key: str, name: str, subfolder: str) -> str:
     return folder_paths.get_full_path_or_raise(key, name)
 
 
+WAN_DTYPES = [torch.float16, torch.bfloat16, torch.float32]  # what core's Wan model configs support, in order
+
+
+def gguf_compute_dtype(device: torch.device) -> torch.dtype:
+    """The host's compute dtype for a Wan model on ``device`` (``unet_dtype`` with Wan's supported
+    dtypes: fp16 where the GPU runs it, then bf16, else fp32; ``--bf16-unet`` etc. honoured)."""
+    return mm.unet_dtype(device, supported_dtypes=WAN_DTYPES)
+
+
 def compute_dtype(device: torch.device, weight_dtype: Optional[torch.dtype] = None) -> torch.dtype:
     """fp32 on the CPU; bf16 where the GPU supports it, else fp16 for fp16 weights, else fp32."""
     if device.type == "cpu":
@@ -69,27 +77,6 @@ def compute_dtype(device: torch.device, weight_dtype: Optional[torch.dtype] = No
     if weight_dtype == torch.float16 and mm.should_use_fp16(device):
         return torch.float16
     return torch.float32
-
-
-def dit_operations(path: str, weight_dtype: Optional[torch.dtype] = None):
-    """ComfyUI's own casting layers for float weights (fp32 / bf16 / fp16: LoRA merged as core merges
-    it); ours for fp8, ComfyUI scaled fp8 and GGUF, which keep their compact weights and take LoRA
-    patches per call on the decoded weight (see core_model.WanCorePatcher). Both kinds take part
-    in ModelPatcher's partial loading.
-
-    The header is read through wan_core's validated reader, so a truncated or foreign file fails
-    here with the same message (naming the file, saying what to do) as in the loader itself."""
-    if path.lower().endswith(".gguf"):
-        from ..wan_core.gguf.ops import gguf_ops
-
-        return gguf_ops
-    compact = weight_dtype in FP8_DTYPES
-    if os.path.isfile(path):
-        from ..wan_core.safetensors_io import SafetensorsCheckpoint
-
-        ck = SafetensorsCheckpoint.open(path, what="Wan DiT (diffusion model)", subfolder="transformer")
-        compact = compact or any(k.endswith(".scale_weight") or e.dtype in FP8_DTYPES for k, e in ck.entries.items())
-    return cast_ops if compact else comfy.ops.manual_cast
 
 
 @dataclass

@@ -7,13 +7,15 @@ import torch
 import comfy.model_management as mm
 
 from ..wan_core.attention import available_backends
-from ..wan_core.dit.loader import load_dit
+from ..wan_core.dit.loader import is_gguf, load_dit
+from ..wan_core.gguf.ops import gguf_ops
 from ..wan_core.text.loader import load_text_encoder
 from ..wan_core.vae.loader import load_vae
 from .core_model import wrap_dit
-from .host import (DIT_KEY, check_schema, TEXT_ENCODER_KEY, VAE_KEY, compute_dtype, dit_operations, manage, model_choices,
-                   resolve_model, weight_dtype_choice)
-from .model_adapter import ComfyWanDiT
+from .dit_loading import load_host_model
+from .host import (DIT_KEY, check_schema, TEXT_ENCODER_KEY, VAE_KEY, compute_dtype, gguf_compute_dtype, manage,
+                   model_choices, resolve_model, weight_dtype_choice)
+from .model_adapter import HOST_ATTENTION, ComfyWanDiT
 
 CATEGORY = "Wan Video (wan_core)/loaders"
 
@@ -29,14 +31,17 @@ class WanCoreLoadDiT:
             "dit_name": (model_choices(DIT_KEY, "transformer"), {
                 "tooltip": "File in models/diffusion_models (or models/unet), .safetensors or .gguf, or a diffusers "
                            "pipeline folder in models/diffusers."}),
-            "weight_dtype": (["default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2"], {
+            "weight_dtype": (list(DIT_WEIGHT_DTYPES), {
                 "default": "default",
-                "tooltip": "How weights are kept in memory. default = as stored in the file. fp8 halves a bf16 "
-                           "model's memory; weights are cast per layer at compute time. GGUF files keep their own "
-                           "quantization (leave this on default)."}),
-            "attention": (available_backends(), {
-                "default": "sdpa", "tooltip": "Attention kernel. sdpa (PyTorch) works everywhere; others appear "
-                                              "when their package is installed."}),
+                "tooltip": "How weights are kept in memory. default = what ComfyUI's own loader picks for this file "
+                           "and GPU (as UNETLoader). fp8 halves a bf16 model's memory; fp8_e4m3fn_fast also "
+                           "computes with fp8 matmuls on GPUs that have them (Ada, Hopper, Blackwell). GGUF files "
+                           "keep their own quantization (leave this on default)."}),
+            "attention": ([HOST_ATTENTION] + available_backends(), {
+                "default": HOST_ATTENTION,
+                "tooltip": "auto = ComfyUI's attention, as native Wan uses it: follows --use-sage-attention / "
+                           "--use-flash-attention and nodes that patch it. Others force a kernel (sdpa = PyTorch; "
+                           "sage / flash_attn appear when their package is installed)."}),
         }}
 
     RETURN_TYPES = ("MODEL",)
@@ -59,14 +64,29 @@ class WanCoreLoadDiT:
         return (load_wan_model(resolve_model(DIT_KEY, dit_name, "transformer"), weight_dtype, attention),)
 
 
-def load_wan_model(path: str, weight_dtype: str = "default", attention: str = "sdpa", disable_dynamic: bool = False):
-    """A Wan DiT file (safetensors / GGUF / diffusers folder) as a core MODEL (ModelPatcher)."""
+# weight_dtype choice -> (storage dtype or None for the host's pick, fp8 matmuls), as UNETLoader's options
+DIT_WEIGHT_DTYPES = {"default": (None, False), "bf16": (torch.bfloat16, False), "fp16": (torch.float16, False),
+                     "fp8_e4m3fn": (torch.float8_e4m3fn, False), "fp8_e4m3fn_fast": (torch.float8_e4m3fn, True),
+                     "fp8_e5m2": (torch.float8_e5m2, False)}
+
+
+def load_wan_model(path: str, weight_dtype: str = "default", attention: str = HOST_ATTENTION,
+                   disable_dynamic: bool = False):
+    """A Wan DiT file (safetensors / GGUF / diffusers folder) as a core MODEL (ModelPatcher).
+
+    safetensors and diffusers folders load as core loads its own diffusion models (dit_loading);
+    GGUF keeps its blocks quantized in wan_core's layers under the classic patcher."""
+    reload = (load_wan_model, (path, weight_dtype, attention))
+    if not is_gguf(path):
+        dtype, fp8_fast = DIT_WEIGHT_DTYPES[weight_dtype]
+        patcher = load_host_model(path, weight_dtype=dtype, fp8_optimizations=fp8_fast, attention=attention,
+                                  disable_dynamic=disable_dynamic)
+        patcher.cached_patcher_init = reload
+        return patcher
     device, offload = mm.get_torch_device(), mm.unet_offload_device()
-    wdt = weight_dtype_choice(weight_dtype)
-    dit = load_dit(path, operations=dit_operations(path, wdt), compute_dtype=compute_dtype(device, wdt), weight_dtype=wdt,
-                   model_class=ComfyWanDiT)
+    dit = load_dit(path, operations=gguf_ops, compute_dtype=gguf_compute_dtype(device), model_class=ComfyWanDiT)
     dit.attention_backend = attention
-    return wrap_dit(dit, device, offload, reload=(load_wan_model, (path, weight_dtype, attention)))
+    return wrap_dit(dit, device, offload, reload=reload)
 
 
 class WanCoreLoadTextEncoder:

@@ -14,7 +14,14 @@ onto wan_core's neutral :class:`~wan_core.dit.hooks.DiTHooks`:
 | ``patches["attn2_patch"]``                         | ``cross_attn_patches``             |
 | ``patches["attn1_output_patch"/"attn2_output_patch"]`` | ``attn_output_patches``        |
 | ``optimized_attention_override``                   | ``attention``                      |
+| attention backend ``auto`` (the default)           | ``attention`` = the host's function |
 | ``grid_sizes``, ``block_index``, ``total_blocks``  | ``on_grid`` / ``on_block``         |
+| Cancel (``throw_exception_if_processing_interrupted``) | ``on_block``, before every block |
+
+With the backend ``auto`` attention is the function native Wan calls, looked up at every call in
+``comfy.ldm.wan.model`` (which imports ``comfy.ldm.modules.attention.optimized_attention``): it
+follows ``--use-sage-attention`` / ``--use-flash-attention`` / ``--use-pytorch-cross-attention``
+and any node that patches that function after start-up.
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ import weakref
 
 import torch
 
+import comfy.ldm.wan.model as native_wan
+import comfy.model_management
 import comfy.patcher_extension
-from comfy.ldm.modules.attention import optimized_attention
 
 from ..wan_core.dit.hooks import BlockState, DiTHooks
 from ..wan_core.dit.model import TEXT_KV_REUSE_MAX_TOKENS, WanDiT
@@ -45,17 +53,22 @@ def _run_cache(run: torch.Tensor) -> dict:
     return cache
 
 
-def _attention_override(options: dict):
-    """Route attention through ComfyUI's ``optimized_attention`` (which calls the override)."""
+HOST_ATTENTION = "auto"  # the attention choice that follows the host (command line, patches)
+
+
+def host_attention(options: dict):
+    """Attention through the function native Wan calls (looked up per call, so patches apply); it
+    also runs an ``optimized_attention_override`` from ``options``."""
 
     def attend(q, k, v, site):
         heads = q.shape[2]
-        return optimized_attention(q.flatten(2), k.flatten(2), v.flatten(2), heads=heads, transformer_options=options)
+        return native_wan.optimized_attention(q.flatten(2), k.flatten(2), v.flatten(2), heads=heads,
+                                              transformer_options=options)
 
     return attend
 
 
-def hooks_from_options(options: dict, x_input: torch.Tensor) -> DiTHooks:
+def hooks_from_options(options: dict, x_input: torch.Tensor, backend: str = HOST_ATTENTION) -> DiTHooks:
     """The DiTHooks for one forward under ComfyUI ``transformer_options`` (filled in place, as native)."""
     patches = options.get("patches", {})
     replace = options.get("patches_replace", {}).get("dit", {})
@@ -64,13 +77,14 @@ def hooks_from_options(options: dict, x_input: torch.Tensor) -> DiTHooks:
         options["grid_sizes"] = torch.Size(grid)
 
     def on_block(site):
+        comfy.model_management.throw_exception_if_processing_interrupted()
         options["block_index"] = site.block_index
         options["total_blocks"] = site.total_blocks
         options["block_type"] = "double"
 
     hooks = DiTHooks(on_grid=on_grid, on_block=on_block)
-    if "optimized_attention_override" in options:
-        hooks.attention = _attention_override(options)
+    if backend == HOST_ATTENTION or "optimized_attention_override" in options:
+        hooks.attention = host_attention(options)
     hooks.self_attn_patches = [
         (lambda out, q, k, site, p=p: p({"x": out, "q": q, "k": k, "transformer_options": options}))
         for p in patches.get("attn1_patch", [])
@@ -120,11 +134,18 @@ class ComfyWanDiT(WanDiT):
     """The Wan DiT with the interface ComfyUI's ``BaseModel`` calls (native ``WanModel.forward``)."""
 
     passes = 0  # forwards actually run (Wan Sampler reports what step caches saved)
+    weight_dtype = None  # set by a host that builds the layers in a storage dtype (as native's ``dtype``)
+
+    def __init__(self, config, operations=torch.nn, compute_dtype=torch.float32, attention_backend=HOST_ATTENTION,
+                 device=None, dtype=None):
+        super().__init__(config, operations, compute_dtype, attention_backend, device=device, dtype=dtype)
+        self.weight_dtype = dtype
 
     @property
     def dtype(self) -> torch.dtype:
-        """The compute dtype (BaseModel casts inputs to it; weights may be fp8 or GGUF blocks)."""
-        return self.compute_dtype
+        """What BaseModel.get_dtype reads: the storage dtype where the host chose one (as native), else
+        the compute dtype (GGUF blocks, wan_core's own casting layers)."""
+        return self.weight_dtype or self.compute_dtype
 
     def forward(self, x, timestep, context, clip_fea=None, time_dim_concat=None, transformer_options={}, **kwargs):
         return comfy.patcher_extension.WrapperExecutor.new_class_executor(
@@ -142,10 +163,17 @@ class ComfyWanDiT(WanDiT):
         if unknown:
             raise ValueError(f"{', '.join(unknown)}: inputs of other Wan variants; this DiT is text-to-video")
         t = self._token_timesteps(timestep, x)
-        hooks = hooks_from_options(transformer_options, x)
+        hooks = hooks_from_options(transformer_options, x, self.attention_backend)
         self._count_pass()
-        out = self.predict(x, t, self._text_for_run(context, x, transformer_options), hooks=hooks)
-        return out.to(x.dtype)
+        # fp32, as the head computes it: BaseModel takes the output as float (no rounding to x's dtype)
+        return self.predict(x, t, self._text_for_run(context, x, transformer_options), hooks=hooks)
+
+    def predict(self, x, t, context, text_embedded=False, hooks=None):
+        """wan_core's forward; called without hooks (wan_core's own sampling loop), attention is still
+        the host's when the backend is ``auto``."""
+        if hooks is None and self.attention_backend == HOST_ATTENTION:
+            hooks = DiTHooks(attention=host_attention({}))
+        return super().predict(x, t, context, text_embedded, hooks)
 
     def _count_pass(self):
         if not torch.compiler.is_compiling():  # compiled, each count would be a guard that fails (not counted)
@@ -168,6 +196,7 @@ class ComfyWanDiT(WanDiT):
                 key.append(None if p is None else (id(p), p.data_ptr(), _version(p)))
             key.append(tuple(map(id, getattr(layer, "weight_function", ()))))
             key.append(tuple(map(id, getattr(layer, "bias_function", ()))))
+            key.append(tuple(map(id, getattr(layer, "patch_functions", {}).values())))
         return tuple(key)
 
     def _text_for_run(self, context, x, options: dict):

@@ -48,12 +48,32 @@ def attach_scale_weight(model: nn.Module, module_name: str, scale: torch.Tensor,
 
 
 def apply_functions(tensor: Optional[torch.Tensor], functions) -> Optional[torch.Tensor]:
-    """Run a layer's per-call weight (or bias) functions, e.g. LoRA patches, on the decoded tensor."""
+    """Run a layer's per-call weight (or bias) functions, e.g. LoRA patches, on the decoded tensor.
+
+    Functions that carry the same ``key`` are one patch (all of a weight's LoRAs under that key):
+    applied once. A host's memory manager may attach such a patch again when it moves the layer
+    off the device (ComfyUI's ``partially_unload`` appends one beside the one set at load time)."""
     if tensor is None:
         return None
+    seen = set()
     for fn in functions:
+        key = getattr(fn, "key", None)
+        if key is not None:
+            if key in seen:
+                continue
+            seen.add(key)
         tensor = fn(tensor)
     return tensor
+
+
+def call_functions(layer: nn.Module, param: str) -> list:
+    """Everything to run on the decoded ``param`` ("weight" / "bias") of a per-call layer: the
+    functions a host attached (``weight_function`` / ``bias_function``) and the patch it set for the
+    layer's lifetime in ``patch_functions`` (kept apart: a host resets the former lists as it moves
+    layers on and off its device)."""
+    functions = list(getattr(layer, f"{param}_function", ()))
+    own = layer.patch_functions.get(param)
+    return functions + [own] if own is not None else functions
 
 
 def cast_bias(layer: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -61,8 +81,9 @@ def cast_bias(layer: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
     bias = getattr(layer, "bias", None)
     if bias is None:
         return None
-    b = bias.to(device=x.device, dtype=x.dtype, copy=bool(layer.bias_function))
-    return apply_functions(b, layer.bias_function)
+    functions = call_functions(layer, "bias")
+    b = bias.to(device=x.device, dtype=x.dtype, copy=bool(functions))
+    return apply_functions(b, functions)
 
 
 _WORKSPACE: Optional[dict] = None  # (shape, dtype, device) -> buffer, while cast_workspace() is active
@@ -99,12 +120,13 @@ def _cast_weight_bias(layer: nn.Module, x: torch.Tensor):
     weight = layer.weight
     if weight is None:
         return None, None
-    w = _decode_weight(weight, x, bool(layer.weight_function))
+    functions = call_functions(layer, "weight")
+    w = _decode_weight(weight, x, bool(functions))
     scale = getattr(layer, "scale_weight", None)
     if scale is not None:  # in place on the decoded copy: one pass and one buffer fewer per call
         scale = scale.to(device=x.device, dtype=x.dtype)
         w = w.mul_(scale) if w is not weight else w * scale
-    return apply_functions(w, layer.weight_function), cast_bias(layer, x)
+    return apply_functions(w, functions), cast_bias(layer, x)
 
 
 class _PerCallCast:
@@ -116,7 +138,9 @@ class _PerCallCast:
     ``weight_function``/``bias_function`` are lists of callables applied to the decoded tensor on
     every call (a host assigns new lists; the class-level empty tuples are never mutated).
     ``patches_per_call`` tells a host to patch such a layer per call rather than rewrite its
-    stored weight (an fp8-scaled or quantized weight cannot take a merged patch without loss).
+    stored weight (an fp8-scaled or quantized weight cannot take a merged patch without loss); it
+    puts that patch in ``patch_functions`` ({"weight": fn, "bias": fn}, replaced, never mutated).
+    A function with a ``key`` runs once per call however many lists carry it (see apply_functions).
     """
 
     casts_weights = True
@@ -124,6 +148,7 @@ class _PerCallCast:
     patches_per_call = True
     weight_function = ()
     bias_function = ()
+    patch_functions: dict = {}
 
 
 class CastLinear(_PerCallCast, nn.Linear):

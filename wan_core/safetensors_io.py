@@ -28,6 +28,8 @@ _DTYPES = {
 }
 if hasattr(torch, "float8_e4m3fn"):
     _DTYPES.update({"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2})
+if hasattr(torch, "float8_e8m0fnu"):  # MXFP8 block scales (ComfyUI's per-layer quantized files)
+    _DTYPES["F8_E8M0"] = torch.float8_e8m0fnu
 
 
 def check_model_path(path, what: str, alternatives: str = "a .safetensors or .gguf file") -> Path:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 
 import torch
+from gguf import GGMLQuantizationType
 
 from ..errors import ModelLayoutError
+from ..gguf.dequant import dequantize, supported_types
 from ..gguf.ops import gguf_ops
 from ..gguf.reader import GGUFFile
 from ..weights import assign_parameters
@@ -52,8 +54,15 @@ def load_dit_gguf(path, operations=None, compute_dtype: torch.dtype = torch.floa
     config = config_from_state_dict({k: v[1] for k, v in tensors.items()}, source=source)
     model = build_on_meta(config, operations or gguf_ops, compute_dtype, model_class)
     state = {}
+    slow = sorted({GGMLQuantizationType(t.qtype).name for t, _ in tensors.values()
+                   if t.quantized and t.qtype not in supported_types()})
+    if slow:  # decoded once here rather than by the numpy fallback on the CPU at every call
+        log.warning("%s: GGUF types %s have no torch kernel; those tensors are dequantized to fp16 at load "
+                    "(more memory than the file)", source, ", ".join(slow))
     for name, (t, shape) in tensors.items():
-        if t.quantized:
+        if t.quantized and t.qtype not in supported_types():
+            state[name] = dequantize(t.data, t.qtype, shape, torch.float16, name)
+        elif t.quantized:
             module = model.get_submodule(name.rsplit(".", 1)[0])
             if not hasattr(module, "set_quantized"):
                 raise ModelLayoutError(f"{source}: tensor {name} is quantized ({t.qtype}) but its layer cannot be.")

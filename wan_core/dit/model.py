@@ -113,16 +113,16 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 class SelfAttention(nn.Module):
     """Self-attention with RMS qk-norm over the full width and RoPE on q and k."""
 
-    def __init__(self, cfg: WanDiTConfig, operations):
+    def __init__(self, cfg: WanDiTConfig, operations, factory: Optional[dict] = None):
         super().__init__()
-        dim = cfg.dim
+        dim, kw = cfg.dim, factory or {}
         self.num_heads = cfg.num_heads
-        self.q = operations.Linear(dim, dim)
-        self.k = operations.Linear(dim, dim)
-        self.v = operations.Linear(dim, dim)
-        self.o = operations.Linear(dim, dim)
-        self.norm_q = operations.RMSNorm(dim, eps=cfg.eps, elementwise_affine=True) if cfg.qk_norm else nn.Identity()
-        self.norm_k = operations.RMSNorm(dim, eps=cfg.eps, elementwise_affine=True) if cfg.qk_norm else nn.Identity()
+        self.q = operations.Linear(dim, dim, **kw)
+        self.k = operations.Linear(dim, dim, **kw)
+        self.v = operations.Linear(dim, dim, **kw)
+        self.o = operations.Linear(dim, dim, **kw)
+        self.norm_q = operations.RMSNorm(dim, eps=cfg.eps, elementwise_affine=True, **kw) if cfg.qk_norm else nn.Identity()
+        self.norm_k = operations.RMSNorm(dim, eps=cfg.eps, elementwise_affine=True, **kw) if cfg.qk_norm else nn.Identity()
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, -1))
@@ -170,20 +170,20 @@ def _pick(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 class TransformerBlock(nn.Module):
     """Self-attention, cross-attention and FFN, each modulated by the timestep (adaLN)."""
 
-    def __init__(self, cfg: WanDiTConfig, operations):
+    def __init__(self, cfg: WanDiTConfig, operations, factory: Optional[dict] = None):
         super().__init__()
-        dim = cfg.dim
-        self.norm1 = operations.LayerNorm(dim, eps=cfg.eps, elementwise_affine=False)
-        self.self_attn = SelfAttention(cfg, operations)
+        dim, kw = cfg.dim, factory or {}
+        self.norm1 = operations.LayerNorm(dim, eps=cfg.eps, elementwise_affine=False, **kw)
+        self.self_attn = SelfAttention(cfg, operations, kw)
         self.norm3 = (
-            operations.LayerNorm(dim, eps=cfg.eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
+            operations.LayerNorm(dim, eps=cfg.eps, elementwise_affine=True, **kw) if cfg.cross_attn_norm else nn.Identity()
         )
-        self.cross_attn = CrossAttention(cfg, operations)
-        self.norm2 = operations.LayerNorm(dim, eps=cfg.eps, elementwise_affine=False)
+        self.cross_attn = CrossAttention(cfg, operations, kw)
+        self.norm2 = operations.LayerNorm(dim, eps=cfg.eps, elementwise_affine=False, **kw)
         self.ffn = nn.Sequential(
-            operations.Linear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), operations.Linear(cfg.ffn_dim, dim)
+            operations.Linear(dim, cfg.ffn_dim, **kw), nn.GELU(approximate="tanh"), operations.Linear(cfg.ffn_dim, dim, **kw)
         )
-        self.modulation = nn.Parameter(torch.empty(1, 6, dim))
+        self.modulation = nn.Parameter(torch.empty(1, 6, dim, **kw))
 
     def forward(self, x, e0, index, rope, context, dtype, backend, kv=None, hooks: Optional[DiTHooks] = None,
                 site: Optional[Site] = None):
@@ -210,11 +210,12 @@ class TransformerBlock(nn.Module):
 class Head(nn.Module):
     """Final modulated LayerNorm and projection to patch pixels (fp32)."""
 
-    def __init__(self, cfg: WanDiTConfig, operations):
+    def __init__(self, cfg: WanDiTConfig, operations, factory: Optional[dict] = None):
         super().__init__()
-        self.norm = operations.LayerNorm(cfg.dim, eps=cfg.eps, elementwise_affine=False)
-        self.head = operations.Linear(cfg.dim, cfg.out_channels * math.prod(cfg.patch_size))
-        self.modulation = nn.Parameter(torch.empty(1, 2, cfg.dim))
+        kw = factory or {}
+        self.norm = operations.LayerNorm(cfg.dim, eps=cfg.eps, elementwise_affine=False, **kw)
+        self.head = operations.Linear(cfg.dim, cfg.out_channels * math.prod(cfg.patch_size), **kw)
+        self.modulation = nn.Parameter(torch.empty(1, 2, cfg.dim, **kw))
 
     def forward(self, x, e, index):
         table = self.modulation.to(device=x.device, dtype=FP32) + e.unsqueeze(1)
@@ -223,7 +224,13 @@ class Head(nn.Module):
 
 
 class WanDiT(nn.Module):
-    """The Wan DiT.  ``operations`` decides how weights are stored and cast (default ``torch.nn``)."""
+    """The Wan DiT.  ``operations`` decides how weights are stored and cast (default ``torch.nn``).
+
+    ``device`` / ``dtype`` are passed to every layer and parameter as it is created (a host that
+    loads state dicts into ready-made layers, as ComfyUI does, sets the storage dtype this way; the
+    patch embedding is always fp32, as in the official and ComfyUI models). Left None, layers are
+    created as ``operations`` makes them (wan_core's loaders build on the meta device and assign).
+    """
 
     def __init__(
         self,
@@ -231,24 +238,28 @@ class WanDiT(nn.Module):
         operations=nn,
         compute_dtype: torch.dtype = FP32,
         attention_backend: str = "sdpa",
+        device=None,
+        dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
         cfg = self.config = config
         self.compute_dtype = compute_dtype
         self.attention_backend = attention_backend
         dim = cfg.dim
+        kw = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         self.patch_embedding = operations.Conv3d(
-            cfg.in_channels, dim, kernel_size=cfg.patch_size, stride=cfg.patch_size
+            cfg.in_channels, dim, kernel_size=cfg.patch_size, stride=cfg.patch_size,
+            **({**kw, "dtype": FP32} if dtype is not None else kw)
         )
         self.text_embedding = nn.Sequential(
-            operations.Linear(cfg.text_dim, dim), nn.GELU(approximate="tanh"), operations.Linear(dim, dim)
+            operations.Linear(cfg.text_dim, dim, **kw), nn.GELU(approximate="tanh"), operations.Linear(dim, dim, **kw)
         )
         self.time_embedding = nn.Sequential(
-            operations.Linear(cfg.freq_dim, dim), nn.SiLU(), operations.Linear(dim, dim)
+            operations.Linear(cfg.freq_dim, dim, **kw), nn.SiLU(), operations.Linear(dim, dim, **kw)
         )
-        self.time_projection = nn.Sequential(nn.SiLU(), operations.Linear(dim, dim * 6))
-        self.blocks = nn.ModuleList(TransformerBlock(cfg, operations) for _ in range(cfg.num_layers))
-        self.head = Head(cfg, operations)
+        self.time_projection = nn.Sequential(nn.SiLU(), operations.Linear(dim, dim * 6, **kw))
+        self.blocks = nn.ModuleList(TransformerBlock(cfg, operations, kw) for _ in range(cfg.num_layers))
+        self.head = Head(cfg, operations, kw)
         self.rope = RotaryEmbedding(cfg.head_dim)
 
     # -- inputs -------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import CastConv3d, CastLayerNorm, CastLinear, CastRMSNorm, _PerCallCast, apply_functions, cast_bias
+from ..ops import (CastConv3d, CastLayerNorm, CastLinear, CastRMSNorm, _PerCallCast, apply_functions, call_functions,
+                   cast_bias)
 from .dequant import dequantize
 
 
@@ -32,7 +33,7 @@ class _Quantized:
         """The weight dequantized on ``x``'s device in ``x``'s dtype, per-call functions (LoRA) applied."""
         w = dequantize(self.weight.to(x.device, non_blocking=True), self.qtype, self.logical_shape, x.dtype,
                        name=getattr(self, "gguf_name", type(self).__name__))
-        return apply_functions(w, self.weight_function)
+        return apply_functions(w, call_functions(self, "weight"))
 
 
 class GGUFLinear(_Quantized, CastLinear):
