@@ -112,7 +112,7 @@ def system(name, title, te, dits, vae, prompt, size, sampler, fps, loras=(), win
     ``loras``: one (node type, file, strength) per DiT, between its loader and the sampler."""
     nodes = {
         1: ("WanCoreLoadTextEncoder", {"text_encoder_name": te, "device": "default", "dtype": "default"}),
-        2: ("WanCoreLoadDiT", {"dit_name": dits[0], "weight_dtype": "default", "attention": "sdpa"}),
+        2: ("WanCoreLoadDiT", {"dit_name": dits[0], "weight_dtype": "default", "attention": "auto"}),
         3: ("WanCoreLoadVAE", {"vae_name": vae, "dtype": "fp32"}),
         4: ("WanCoreEncodePrompts", {"text_encoder": link(1), "positive": prompt, "negative": NEG,
                                      "one_prompt_per_line": False}),
@@ -125,7 +125,7 @@ def system(name, title, te, dits, vae, prompt, size, sampler, fps, loras=(), win
         9: ("SaveVideo", {"video": link(8), "filename_prefix": f"wan_core/{name}", "format": "mp4", "codec": "auto"}),
     }
     if len(dits) > 1:
-        nodes[10] = ("WanCoreLoadDiT", {"dit_name": dits[1], "weight_dtype": "default", "attention": "sdpa"})
+        nodes[10] = ("WanCoreLoadDiT", {"dit_name": dits[1], "weight_dtype": "default", "attention": "auto"})
         nodes[6][1]["model_low_noise"] = link(10)
     for (node_type, lora_name, strength), (loader, lora_id, sampler_input) in zip(
             loras, ((2, 11, "model"), (10, 12, "model_low_noise"))):

@@ -385,3 +385,25 @@ def test_cancel_acts_inside_a_forward(loaders, files):
             forward(ours, x, sigma, ctx)
     finally:
         mm.interrupt_current_processing(False)
+
+
+def test_fp16_compute_does_not_depend_on_what_the_host_offloaded(loaders, files, gpu_without_bf16):
+    """With fp16 weights resident in the compute dtype the host's layers do not cast; offloaded they
+    do. The DiT's fp32 regions (time embedding, norms, head) must be fp32 either way: the output
+    of a partially loaded model equals the fully loaded one."""
+    import comfy.model_management as mm
+
+    ours = loaders.load_wan_model(str(files["bf16"][0]))
+    assert ours.model.diffusion_model.compute_dtype == torch.float16
+    x, sigma, ctx = inputs(seed=7)
+    mm.unload_all_models()
+    mm.load_models_gpu([ours])
+    full = forward(ours, x, sigma, ctx)
+    mm.unload_all_models()
+    cpu = torch.device("cpu")
+    ours.patch_model(device_to=cpu, lowvram_model_memory=ours.model_size() // 3, load_weights=True)
+    try:
+        assert ours.model.model_lowvram
+        assert torch.equal(forward(ours, x, sigma, ctx), full)
+    finally:
+        ours.unpatch_model(cpu)

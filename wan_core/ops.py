@@ -29,14 +29,20 @@ def layer_casts_weights(layer: nn.Module) -> bool:
 
 
 def run_layer(layer: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Call ``layer`` computing in ``dtype`` if it can cast its weights, else in its weight dtype.
+    """Call ``layer`` computing in ``dtype``; the result is in ``dtype``.
 
-    The result is returned in ``dtype`` either way, so callers can state the precision they
-    want (fp32 for time embedding, norms and head; the compute dtype for the rest).
+    Callers state the precision they want (fp32 for time embedding, norms and head; the compute
+    dtype for the rest). Layers that cast their weights per call do so; a host layer that can cast
+    but is not set to (ComfyUI's ``forward_comfy_cast_weights`` while the layer is resident in the
+    compute dtype) is asked to for this call, so the precision does not depend on whether the host
+    has the layer on its device or offloaded. Plain layers compute in their weight dtype.
     """
     weight = getattr(layer, "weight", None)
     if weight is None or layer_casts_weights(layer) or weight.dtype == dtype:
         return layer(x.to(dtype))
+    cast = getattr(layer, "forward_comfy_cast_weights", None)
+    if cast is not None:
+        return cast(x.to(dtype))
     return layer(x.to(weight.dtype)).to(dtype)
 
 
