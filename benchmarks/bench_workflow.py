@@ -147,7 +147,7 @@ async def run_job(server: ComfyServer, prompt: dict, timeout: float) -> dict:
             break
         await asyncio.sleep(0.1)
     files = server.output_files(entry, ".mp4")
-    return {"wall": wall, "stages": stages, "files": [str(f) for f in files],
+    return {"wall": wall, "stages": stages, "files": [str(f) for f in files], "entry": entry,
             "peak_rss": status_bytes("VmHWM", server.proc.pid)}
 
 

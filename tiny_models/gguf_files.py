@@ -135,3 +135,34 @@ def quant_mix(sd: dict) -> dict:
 def write_dit_gguf(sd: dict, path, prefix: str = ""):
     """(path, decoded fp32 state dict) of a Wan DiT GGUF with the :func:`quant_mix` types."""
     return path, write_wan_gguf(sd, path, quant_mix(sd), prefix=prefix)
+
+
+def write_real_size_wan_gguf(cfg, path, qtype=T.Q4_K, seed: int = 0) -> None:
+    """A Wan DiT GGUF of ``cfg``'s real size (e.g. an A14B expert) without building its float
+    weights: block matrices are random ``qtype`` blocks, the rest small float tensors, in
+    QuantStack's layout (F32 modulation, 4-D patch embedding with its original shape)."""
+    from wan_core import WanDiT
+
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in WanDiT(cfg).state_dict().items()}
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), "wan")
+    for i, (name, shape) in enumerate(sorted(shapes.items())):
+        if name.startswith("blocks.") and len(shape) == 2:
+            w.add_tensor(name, random_blocks(qtype, shape, seed=seed * 100003 + i), raw_dtype=qtype)
+            continue
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        t = rng.standard_normal(shape, dtype=np.float32) * (fan_in ** -0.5 if len(shape) > 1 else 0.1)
+        if "norm" in name and name.endswith("weight"):
+            t += 1.0
+        if name == "patch_embedding.weight":
+            w.add_tensor(name, t.reshape(shape[0], shape[1], shape[2], -1).astype(np.float16))
+            w.add_array(f"comfy.gguf.orig_shape.{name}", list(shape))
+        elif name.endswith("modulation"):
+            w.add_tensor(name, t)
+        else:
+            w.add_tensor(name, t.astype(np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()

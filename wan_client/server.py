@@ -37,12 +37,15 @@ class ComfyServer(Server):
     """A ComfyUI subprocess; ``models`` is a folder in the models/ layout (diffusion_models, vae, ...)."""
 
     def __init__(self, comfy_path: str, models: Path, workdir: Path, python: str = sys.executable,
-                 preview: str = "latent2rgb", cpu: Optional[bool] = None):
+                 preview: str = "latent2rgb", cpu: Optional[bool] = None, extra_args: tuple = (),
+                 extra_custom_nodes: Optional[dict] = None):
         self.port = free_port()
         super().__init__(f"http://127.0.0.1:{self.port}")
         self.comfy_path, self.models, self.workdir = comfy_path, Path(models), Path(workdir)
         self.python, self.preview = python, preview
         self.cpu = cpu  # None: ComfyUI's --cpu only where torch sees no GPU
+        self.extra_args = tuple(extra_args)  # more ComfyUI flags (e.g. --reserve-vram)
+        self.extra_custom_nodes = dict(extra_custom_nodes or {})  # folder name -> path, linked beside the pack
         self.output = self.workdir / "output"
         self.proc = None
 
@@ -52,6 +55,9 @@ class ComfyServer(Server):
         link = custom / PACK_DIR_NAME
         if not link.exists():
             link.symlink_to(ROOT, target_is_directory=True)
+        for name, path in self.extra_custom_nodes.items():
+            if not (custom / name).exists():
+                (custom / name).symlink_to(Path(path).resolve(), target_is_directory=True)
         cfg = self.workdir / "extra_model_paths.yaml"
         cfg.write_text(
             "wan_core_test:\n"
@@ -67,7 +73,7 @@ class ComfyServer(Server):
                "--disable-auto-launch", "--output-directory", str(self.output), "--extra-model-paths-config",
                str(cfg), "--user-directory", str(self.workdir / "user"), "--preview-method", self.preview,
                "--temp-directory", str(self.workdir / "temp"),
-               "--database-url", f"sqlite:///{self.workdir / 'comfyui.db'}"]
+               "--database-url", f"sqlite:///{self.workdir / 'comfyui.db'}", *self.extra_args]
         self.log = open(self.workdir / "comfyui.log", "w")
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", COMFYUI_DISABLE_UPDATES="1")
         self.proc = subprocess.Popen(cmd, cwd=self.comfy_path, stdout=self.log, stderr=subprocess.STDOUT, env=env)
