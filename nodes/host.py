@@ -68,6 +68,15 @@ def gguf_compute_dtype(device: torch.device) -> torch.dtype:
     return mm.unet_dtype(device, supported_dtypes=WAN_DTYPES)
 
 
+VAE_WORKING_DTYPES = [torch.bfloat16, torch.float16, torch.float32]  # core's for the Wan VAEs, in order
+
+
+def vae_operations(device: torch.device):
+    """The host's layers on a GPU (its cuDNN 3-D convolution workaround for bf16 / fp16, per-op
+    Cancel); plain torch.nn on the CPU, where our decoder's channels-last fast paths apply."""
+    return torch.nn if device.type == "cpu" else comfy.ops.disable_weight_init
+
+
 def compute_dtype(device: torch.device, weight_dtype: Optional[torch.dtype] = None) -> torch.dtype:
     """fp32 on the CPU; bf16 where the GPU supports it, else fp16 for fp16 weights, else fp32."""
     if device.type == "cpu":
@@ -90,7 +99,8 @@ class ManagedModel:
     info: dict = field(default_factory=dict)
 
     def load(self, memory_required: int = 0) -> torch.device:
-        """Ask ComfyUI to make room and put the model on its device; returns that device."""
+        """Ask ComfyUI to make room for the model and ``memory_required`` bytes of work (it offloads
+        other models, e.g. the DiT, when they do not fit together) and put the model on its device."""
         mm.load_models_gpu([self.patcher], memory_required=memory_required)
         return self.patcher.load_device
 

@@ -13,8 +13,8 @@ from ..wan_core.text.loader import load_text_encoder
 from ..wan_core.vae.loader import load_vae
 from .core_model import wrap_dit
 from .dit_loading import load_host_model
-from .host import (DIT_KEY, check_schema, TEXT_ENCODER_KEY, VAE_KEY, compute_dtype, gguf_compute_dtype, manage,
-                   model_choices, resolve_model, weight_dtype_choice)
+from .host import (DIT_KEY, check_schema, TEXT_ENCODER_KEY, VAE_KEY, VAE_WORKING_DTYPES, compute_dtype,
+                   gguf_compute_dtype, manage, model_choices, resolve_model, vae_operations, weight_dtype_choice)
 from .model_adapter import HOST_ATTENTION, ComfyWanDiT
 
 CATEGORY = "Wan Video (wan_core)/loaders"
@@ -131,8 +131,10 @@ class WanCoreLoadVAE:
         return {"required": {
             "vae_name": (model_choices(VAE_KEY, "vae"), {
                 "tooltip": "wan_2.1_vae.safetensors or wan2.2_vae.safetensors in models/vae, or a diffusers folder."}),
-            "dtype": (["fp32", "bf16", "fp16"], {
-                "default": "fp32", "tooltip": "The official code runs the VAE in fp32; bf16/fp16 halve its memory."}),
+            "dtype": (["default", "fp32", "bf16", "fp16"], {
+                "default": "default", "tooltip": "default = ComfyUI's VAE dtype (bf16 on GPUs that have it, else fp16 "
+                                                 "or fp32; --bf16-vae / --fp16-vae / --fp32-vae honoured), as core's "
+                                                 "VAELoader. The official code runs the VAE in fp32."}),
         }}
 
     RETURN_TYPES = ("WANCORE_VAE",)
@@ -142,5 +144,7 @@ class WanCoreLoadVAE:
 
     def load(self, vae_name, dtype):
         path = resolve_model(VAE_KEY, vae_name, "vae")
-        vae = load_vae(path, dtype=weight_dtype_choice(dtype))
-        return (manage(vae, "vae", vae_name, mm.vae_device(), mm.vae_offload_device(), version=vae.config.version),)
+        device = mm.vae_device()
+        dt = mm.vae_dtype(device, VAE_WORKING_DTYPES) if dtype == "default" else weight_dtype_choice(dtype)
+        vae = load_vae(path, dtype=dt, operations=vae_operations(device))
+        return (manage(vae, "vae", vae_name, device, mm.vae_offload_device(), version=vae.config.version),)

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 import comfy.model_management as mm
+import comfy.utils
 
 from ..wan_core.sizes import ASPECT_RATIOS, TIER_PIXELS, pixel_multiple, preset_size, snap_video_size
-from ..wan_core.vae import decode_tiled
+from ..wan_core.vae import decode_bytes, decode_tiled, encode_bytes
 from .host import check_schema
 
 log = logging.getLogger("wan_core")
@@ -72,8 +73,9 @@ class WanCoreVideoSize:
             if cfg.z_dim != 48:
                 raise ValueError("a start image needs the Wan2.2 VAE (TI2V-5B); the Wan2.1 text-to-video models have "
                                  "no image input")
-            device = vae.load()
-            pixels = _fit_image(start_image, size.width, size.height).to(device)
+            pixels = _fit_image(start_image, size.width, size.height)
+            device = vae.load(encode_bytes(cfg, pixels.shape, vae.model.dtype))
+            pixels = pixels.to(device)
             with torch.no_grad():
                 z = vae.model.encode(pixels).to(mm.intermediate_device()).repeat(batch_size, 1, 1, 1, 1)
             # core's TI2V convention (Wan22ImageToVideoLatent): the encoded frame in the latent, a noise
@@ -125,20 +127,47 @@ class WanCoreDecode:
         z = samples["samples"]
         if z.dim() != 5:
             raise ValueError(f"expected a video latent [B, C, T, H, W]; got shape {tuple(z.shape)} (an image latent?)")
-        device = vae.load()
-        stride = vae.model.config.stride[1]
-        import comfy.utils
-
+        cfg = vae.model.config
+        stride = cfg.stride[1]
+        tile = max(1, tile_size // stride) if tiled else None
+        device = vae.load(decode_bytes(cfg, z.shape, vae.model.dtype, tile))
+        frames = 1 + cfg.stride[0] * (z.shape[2] - 1)
+        out = torch.empty(z.shape[0] * frames, z.shape[3] * stride, z.shape[4] * stride, 3,
+                          device=mm.intermediate_device(), dtype=mm.intermediate_dtype())
         bar = comfy.utils.ProgressBar(z.shape[0] * z.shape[2])
-        videos = []
         with torch.no_grad():
             for i in range(z.shape[0]):
                 zi = z[i: i + 1].to(device)
                 step = lambda k, n, i=i: (mm.throw_exception_if_processing_interrupted(),  # noqa: E731
                                           bar.update_absolute(i * z.shape[2] + min(k, z.shape[2]), z.shape[0] * z.shape[2]))
-                if tiled:
-                    video = decode_tiled(vae.model, zi, max(1, tile_size // stride), tile_overlap // stride, step)
-                else:
-                    video = vae.model.decode(zi, step)
-                videos.append(((video[0].float() + 1) / 2).clamp(0, 1).permute(1, 2, 3, 0).to(mm.intermediate_device()))
-        return (torch.cat(videos),)
+                target = out[i * frames: (i + 1) * frames]
+                if tile is not None:
+                    self._tiled(vae, zi, tile, tile_overlap // stride, step, target)
+                    continue
+                try:
+                    vae.model.decode(zi, step, sink=lambda part, start, target=target: _to_images(part, start, target))
+                except Exception as e:  # out of memory: retry in tiles, as core's VAEDecode does
+                    mm.raise_non_oom(e)
+                    fallback = max(1, FALLBACK_TILE_PX // stride)
+                    log.warning("Wan Decode: out of memory decoding %dx%d frames whole; retrying in tiles of %d px "
+                                "(overlap %d px)", target.shape[2], target.shape[1], fallback * stride,
+                                fallback // 4 * stride)
+                    del e
+                    mm.soft_empty_cache()
+                    self._tiled(vae, zi, fallback, fallback // 4, step, target)
+        return (out,)
+
+    @staticmethod
+    def _tiled(vae, z, tile, overlap, step, target):
+        video = decode_tiled(vae.model, z, tile, overlap, step, out_device=target.device)
+        _to_images(video, 0, target)
+
+
+FALLBACK_TILE_PX = 256  # core's tile for its out-of-memory fallback (256 px, overlap a quarter)
+
+
+def _to_images(part: torch.Tensor, start: int, target: torch.Tensor) -> None:
+    """Decoded frames [1, 3, n, H, W] in [-1, 1] -> IMAGE rows start..start+n of ``target`` (0..1), moved
+    off the decode device as they are made."""
+    frames = part[0].float().add_(1).div_(2).clamp_(0, 1).permute(1, 2, 3, 0)
+    target[start: start + frames.shape[0]].copy_(frames)

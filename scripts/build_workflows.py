@@ -113,7 +113,7 @@ def system(name, title, te, dits, vae, prompt, size, sampler, fps, loras=(), win
     nodes = {
         1: ("WanCoreLoadTextEncoder", {"text_encoder_name": te, "device": "default", "dtype": "default"}),
         2: ("WanCoreLoadDiT", {"dit_name": dits[0], "weight_dtype": "default", "attention": "auto"}),
-        3: ("WanCoreLoadVAE", {"vae_name": vae, "dtype": "fp32"}),
+        3: ("WanCoreLoadVAE", {"vae_name": vae, "dtype": "default"}),
         4: ("WanCoreEncodePrompts", {"text_encoder": link(1), "positive": prompt, "negative": NEG,
                                      "one_prompt_per_line": False}),
         5: ("WanCoreVideoSize", {"vae": link(3), **size, "batch_size": 1}),

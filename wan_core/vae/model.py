@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Dict
+from typing import Optional, Dict
 
 import torch
 import torch.nn.functional as F
@@ -476,10 +476,13 @@ class WanVAE(nn.Module):
         mu, _log_var = self.conv1(torch.cat(chunks, dim=2)).chunk(2, dim=1)
         return mu.float()
 
-    def decode(self, latent: torch.Tensor, on_frames=None) -> torch.Tensor:
+    def decode(self, latent: torch.Tensor, on_frames=None, sink=None) -> Optional[torch.Tensor]:
         """Raw latent [B, z, T, h, w] -> video [B, 3, 4(T-1)+1, H, W] in [-1, 1] (fp32).
 
         ``on_frames(i, total)`` is called after each latent frame (progress, interruption).
+        ``sink(frames, start)``, if given, receives each decoded chunk of frames [B, 3, n, H, W] (in
+        [-1, 1], on the decode device) as it is made, instead of a whole video kept on the decode
+        device: a caller moves them wherever they go (then nothing is returned).
         """
         if latent.shape[1] != self.config.z_dim:
             raise ValueError(
@@ -489,13 +492,17 @@ class WanVAE(nn.Module):
         x = self.conv2(latent.to(self.dtype))
         b, _, t, h, w = x.shape
         st, sh, sw = self.config.stride
-        video = torch.empty(b, 3, 1 + st * (t - 1), h * sh, w * sw, device=x.device)
+        total = 1 + st * (t - 1)
+        video = None if sink is not None else torch.empty(b, 3, total, h * sh, w * sw, device=x.device)
         done = 0
 
         def emit(frames):  # written straight into the output: no list of chunks, no final concat
             nonlocal done
             n = frames.shape[2]
-            video[:, :, done: done + n].copy_(_unpatchify(frames, self.config.patch)).clamp_(-1, 1)
+            if sink is not None:
+                sink(_unpatchify(frames, self.config.patch).float().clamp_(-1, 1), done)
+            else:
+                video[:, :, done: done + n].copy_(_unpatchify(frames, self.config.patch)).clamp_(-1, 1)
             done += n
 
         cache: Dict = {}
@@ -503,7 +510,7 @@ class WanVAE(nn.Module):
             self.decoder(x[:, :, i: i + 1], cache, first_chunk=(i == 0), emit=emit)
             if on_frames is not None:
                 on_frames(i + 1, t)
-        assert done == video.shape[2], (done, video.shape)
+        assert done == total, (done, total)
         return video
 
 
@@ -541,32 +548,40 @@ def _axis_tiles(n: int, tile: int, overlap: int, scale: int) -> list:
     return out
 
 
-def decode_tiled(vae: WanVAE, latent: torch.Tensor, tile: int = 32, overlap: int = 8, on_frames=None) -> torch.Tensor:
+def decode_tiled(vae: WanVAE, latent: torch.Tensor, tile: int = 32, overlap: int = 8, on_frames=None,
+                 out_device=None) -> torch.Tensor:
     """Decode in spatial tiles of at most ``tile`` latent pixels that overlap by at least
     ``overlap`` and are cross-faded.
 
     Each tile is decoded over all frames with its own causal cache, so peak memory follows the
-    tile size.  The fewest tiles that fit are used, evenly spread, so the work repeated in the
+    tile size; its frames are blended into the output on ``out_device`` (default: the latent's) as
+    they are made.  The fewest tiles that fit are used, evenly spread, so the work repeated in the
     overlaps is as small as the overlap allows.
     """
     if overlap >= tile:
         raise ValueError(f"tile overlap {overlap} must be smaller than the tile size {tile}")
     b, _, t, h, w = latent.shape
-    if h <= tile and w <= tile:
-        return vae.decode(latent, on_frames)
+    out_device = latent.device if out_device is None else torch.device(out_device)
     s = vae.config.stride[1]
     frames = 1 + (t - 1) * vae.config.stride[0]
-    out = torch.zeros(b, 3, frames, h * s, w * s, device=latent.device)
-    weight = torch.zeros(1, 1, 1, h * s, w * s, device=latent.device)
+    if h <= tile and w <= tile:
+        out = torch.empty(b, 3, frames, h * s, w * s, device=out_device)
+        vae.decode(latent, on_frames, sink=lambda part, start: out[:, :, start: start + part.shape[2]].copy_(part))
+        return out
+    out = torch.zeros(b, 3, frames, h * s, w * s, device=out_device)
+    weight = torch.zeros(1, 1, 1, h * s, w * s, device=out_device)
     rows, cols = _axis_tiles(h, tile, overlap, s), _axis_tiles(w, tile, overlap, s)
     done, total = 0, len(rows) * len(cols)
     for y0, th, wy in rows:
         for x0, tw, wx in cols:
-            part = vae.decode(latent[:, :, :, y0: y0 + th, x0: x0 + tw])
-            mask = (wy[:, None] * wx[None, :]).to(part.device)[None, None, None]
-            region = (..., slice(y0 * s, (y0 + th) * s), slice(x0 * s, (x0 + tw) * s))
-            out[region] += part * mask
-            weight[region] += mask
+            mask = (wy[:, None] * wx[None, :]).to(out_device)[None, None, None]
+            ys, xs = slice(y0 * s, (y0 + th) * s), slice(x0 * s, (x0 + tw) * s)
+
+            def blend(part, start, ys=ys, xs=xs, mask=mask):
+                out[:, :, start: start + part.shape[2], ys, xs] += part.to(out_device) * mask
+
+            vae.decode(latent[:, :, :, y0: y0 + th, x0: x0 + tw], sink=blend)
+            weight[..., ys, xs] += mask
             done += 1
             if on_frames is not None:
                 on_frames(done, total)
