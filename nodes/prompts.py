@@ -53,8 +53,8 @@ class WanCoreEncodePrompts:
         if len(negatives) not in (1, len(prompts)):
             raise ValueError(f"{len(prompts)} positive prompts but {len(negatives)} negative lines; give one negative "
                              "line for all prompts or one per prompt")
-        text_encoder.load()
         encoder = text_encoder.model
+        encoder.compute_device = text_encoder.load()  # the host may keep some layers (the token table) off it
         out = mm.intermediate_device()
         pos = encoder.encode(prompts).to(out)
         neg = encoder.encode(negatives).to(out)

@@ -203,7 +203,23 @@ class CastRMSNorm(_PerCallCast, nn.RMSNorm):
         return F.rms_norm(x, self.normalized_shape, w, self.eps)
 
 
+class CastEmbedding(_PerCallCast, nn.Embedding):
+    """An embedding table looked up where it is kept (a host may leave a large table off the
+    compute device): only the rows asked for travel, returned on the ids' device."""
+
+    bias = None  # ComfyUI's ModelPatcher reads weight and bias of every castable module
+
+    def reset_parameters(self):
+        return None
+
+    def forward(self, ids):
+        weight, functions = self.weight, call_functions(self, "weight")
+        if functions:
+            weight = apply_functions(weight.to(ids.device, copy=True), functions)
+        return F.embedding(ids.to(weight.device), weight, self.padding_idx).to(ids.device)
+
+
 cast_ops = SimpleNamespace(
-    Linear=CastLinear, Conv3d=CastConv3d, LayerNorm=CastLayerNorm, RMSNorm=CastRMSNorm
+    Linear=CastLinear, Conv3d=CastConv3d, LayerNorm=CastLayerNorm, RMSNorm=CastRMSNorm, Embedding=CastEmbedding
 )
 """Per-call casting layers: weights stay in their stored dtype (fp8/bf16/fp16/fp32)."""

@@ -60,10 +60,12 @@ class GGUFEmbedding(_Quantized, _PerCallCast, nn.Embedding):
         return None
 
     def forward(self, ids):
+        # looked up where the table is kept (a host may leave it off the compute device): only the
+        # rows asked for travel to the ids' device
         if self.qtype is None:
-            return F.embedding(ids, self.weight).to(self.out_dtype)
+            return F.embedding(ids.to(self.weight.device), self.weight).to(ids.device, self.out_dtype)
         flat = ids.reshape(-1)
-        rows = self.weight.to(ids.device)[flat]
+        rows = self.weight[flat.to(self.weight.device)].to(ids.device)
         out = dequantize(rows, self.qtype, (flat.numel(), self.logical_shape[1]), self.out_dtype, "token_embd")
         return out.reshape(*ids.shape, -1)
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..ops import cast_ops, cast_workspace
+from ..ops import CastEmbedding, _PerCallCast, apply_functions, call_functions, cast_ops, cast_workspace
 from .tokenizer import TEXT_LEN, PromptTokenizer
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,21 @@ def _umt5_classes():
             return self.wo(self.dropout(h))
 
     return UMT5Config, UMT5EncoderModel, CastingGatedFFN
+
+
+class CastingLayerNorm(_PerCallCast, nn.Module):
+    """transformers' UMT5LayerNorm with its weight brought to the input's device per call, so a host
+    may keep it off the device (low-VRAM partial loading) like every other layer."""
+
+    bias = None
+
+    def forward(self, hidden_states):
+        variance = hidden_states.to(torch.float32).pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        weight = apply_functions(self.weight.to(hidden_states.device), call_functions(self, "weight"))
+        if weight.dtype in (torch.float16, torch.bfloat16):
+            hidden_states = hidden_states.to(weight.dtype)
+        return weight * hidden_states
 
 
 def umt5_config_from_shapes(shapes: dict, source: str):
@@ -70,6 +85,12 @@ def build_umt5(config, operations=None):
             setattr(parent, name.rsplit(".", 1)[1], new)
         if type(module).__name__ == "UMT5DenseGatedActDense":
             module.__class__ = CastingGatedFFN
+        # every other weighted module casts per call too: none is pinned to one device (the token and
+        # relative-position tables are looked up where they are kept)
+        if type(module).__name__ == "UMT5LayerNorm":
+            module.__class__ = CastingLayerNorm
+        if type(module) is nn.Embedding:
+            module.__class__ = CastEmbedding
     return model.requires_grad_(False)
 
 
@@ -82,9 +103,12 @@ class UMT5TextEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.compute_dtype = compute_dtype
 
+    compute_device = None  # where to run (a host sets its load device); None: where the table is
+
     def weight_device(self) -> torch.device:
-        """Where the embedding table is (ComfyUI's ModelPatcher owns a ``device`` attribute; not this)."""
-        return self.model.shared.weight.device
+        """Where to compute: the host's device when it set one (it may keep the large token table
+        elsewhere under low-VRAM loading), else where the token table is."""
+        return self.compute_device or self.model.shared.weight.device
 
     def tokenize(self, prompts: Sequence[str]) -> List[List[int]]:
         return [self.tokenizer(p) for p in prompts]

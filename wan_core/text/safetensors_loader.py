@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +17,23 @@ from .tokenizer import PromptTokenizer, find_tokenizer
 
 
 _MARKERS = ("scaled_fp8", "spiece_model")
+_FP8_FORMATS = ("float8_e4m3fn", "float8_e5m2")
+
+
+def _layer_quant_formats(ck: SafetensorsCheckpoint, keys) -> dict:
+    """ComfyUI's per-layer quantization (the ``_quantization_metadata`` header or ``.comfy_quant``
+    tensors): {layer name: format}."""
+    formats = {}
+    header = (ck.metadata or {}).get("_quantization_metadata")
+    if header:
+        try:
+            formats.update({k: v.get("format") for k, v in json.loads(header).get("layers", {}).items()})
+        except (ValueError, AttributeError) as e:
+            raise CheckpointError(f"{ck.source.name}: unreadable _quantization_metadata header ({e})") from None
+    for k in keys:
+        if k.endswith(".comfy_quant"):
+            formats[k[: -len(".comfy_quant")]] = json.loads(ck.read(k).numpy().tobytes()).get("format")
+    return formats
 
 
 def load_text_encoder_safetensors(
@@ -43,9 +61,22 @@ def load_text_encoder_safetensors(
             "tokenizer.json) was found next to it. Use ComfyUI's umt5_xxl_*.safetensors, which embed it, or put the "
             "diffusers tokenizer/ folder beside the text_encoder/ folder."
         )
+    formats = _layer_quant_formats(ck, keys)
+    unsupported = sorted({f for f in formats.values() if f not in _FP8_FORMATS})
+    if unsupported:
+        raise CheckpointError(
+            f"{source} stores layers in ComfyUI's {', '.join(unsupported)} format, which this pack's text encoder "
+            "does not read (fp8 e4m3fn / e5m2 per-layer files and scaled fp8 are read). Use umt5_xxl_fp16 or "
+            "umt5_xxl_fp8_e4m3fn_scaled."
+        )
     model = build_umt5(config, operations)
     tensors = {}
     for k in keys:
+        if k.endswith(".comfy_quant") or k.endswith(".input_scale"):
+            continue
+        if k.endswith(".weight_scale") and k[: -len(".weight_scale")] in formats:  # per-layer fp8: the same scale
+            attach_scale_weight(model, k[: -len(".weight_scale")], ck.read(k, torch.float32).to(device), tensors)
+            continue
         if k.endswith(".scale_weight"):
             attach_scale_weight(model, k[: -len(".scale_weight")], ck.read(k, torch.float32).to(device), tensors)
             continue
