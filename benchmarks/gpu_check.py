@@ -11,7 +11,11 @@ and VAE are the tiny stand-ins (not what is measured).
    in use (a probe node at the end of the graph), the output latent's difference in bf16.
 2. The same with attention forced to sage / flash_attn (when installed) and under core
    TorchCompileModel: warm time and difference against ours with attention auto.
-3. The A14B GGUF pair with a LoRA per expert (our Lightning workflow: 4 steps, guidance 1), 480p,
+3. Decode of a Wan2.2 latent for 121 frames at 1280x704 right after the 5B DiT (bf16, real size)
+   sampled a small clip on the same server, so the DiT is resident when the decode asks for room:
+   ours (Wan Decode) against core VAEDecode, each on its own server: peak CUDA memory and whether
+   either fell back to tiles (their log lines).
+4. The A14B GGUF pair with a LoRA per expert (our Lightning workflow: 4 steps, guidance 1), 480p,
    on a server with ample VRAM and on one started with --reserve-vram so that the two experts do
    not fit together: the host partially unloads the high-noise expert for the low-noise one and
    brings it back in the next job. The second job's latent must equal the unconstrained one (a LoRA
@@ -101,6 +105,71 @@ def t2v_graph(loader: dict, prefix: str, args, compile_model: bool = False, seed
     return p
 
 
+DIT5B, VAE22 = "wan2.2_ti2v_5B_bf16.safetensors", "wan2.2_vae.safetensors"
+
+
+def write_5b(root: Path, dit: bool = True) -> None:
+    from safetensors.torch import save_file
+    from tiny_models.dit import random_dit_state
+    from tiny_models.vae import random_vae_state
+    from wan_core.dit.config import WanDiTConfig
+    from wan_core.vae import WanVAEConfig
+
+    if dit and not (root / "diffusion_models" / DIT5B).exists():
+        print("writing the TI2V-5B DiT (bf16, random weights) ...", flush=True)
+        cfg = WanDiTConfig(in_channels=48, out_channels=48, dim=3072, ffn_dim=14336, num_heads=24, num_layers=30)
+        sd = random_dit_state(cfg, seed=5)
+        save_file({k: v.to(torch.bfloat16) for k, v in sd.items()}, str(root / "diffusion_models" / DIT5B))
+        del sd
+    marker = root / ".vae22_real_size"
+    if not marker.exists():  # the stand-in Wan2.2 VAE is tiny: replace it by a real-size one
+        save_file(random_vae_state(WanVAEConfig("2.2", z_dim=48, dim=160, dec_dim=256), seed=6),
+                  str(root / "vae" / VAE22))
+        marker.write_text("real-size Wan2.2 VAE written")
+
+
+def decode_after_dit_graphs(impl: str, args) -> tuple:
+    """(a small 5B sampling job that leaves the DiT loaded, the big decode job) for ``impl``."""
+    sample = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": DIT5B, "weight_dtype": "default"}},
+        "2": {"class_type": "WanCoreLoadTextEncoder", "inputs": {"text_encoder_name": TE, "device": "default",
+                                                                  "dtype": "default"}},
+        "3": {"class_type": "WanCoreEncodePrompts", "inputs": {"text_encoder": ["2", 0], "positive": PROMPT,
+                                                               "negative": "", "one_prompt_per_line": False}},
+        "4": {"class_type": "VAELoader", "inputs": {"vae_name": VAE22}},
+        "5": {"class_type": "Wan22ImageToVideoLatent", "inputs": {"vae": ["4", 0], "width": 320, "height": 192,
+                                                                  "length": 5, "batch_size": 1}},
+        "6": {"class_type": "KSampler", "inputs": {"seed": 0, "steps": 1, "cfg": 1.0, "sampler_name": "euler",
+                                                   "scheduler": "simple", "positive": ["3", 0], "negative": ["3", 1],
+                                                   "latent_image": ["5", 0], "denoise": 1.0, "model": ["1", 0]}},
+        "7": {"class_type": "WanBenchCudaPeak", "inputs": {"samples": ["6", 0]}},
+    }
+    if impl == "ours":
+        sample["1"] = {"class_type": "WanCoreLoadDiT", "inputs": {"dit_name": DIT5B, "weight_dtype": "default",
+                                                                  "attention": "auto"}}
+    decode = {
+        "4": {"class_type": "VAELoader", "inputs": {"vae_name": VAE22}},
+        "5": {"class_type": "Wan22ImageToVideoLatent", "inputs": {"vae": ["4", 0], "width": args.decode_size[0],
+                                                                  "height": args.decode_size[1],
+                                                                  "length": args.decode_size[2], "batch_size": 1}},
+    }
+    if impl == "ours":
+        decode["8"] = {"class_type": "WanCoreLoadVAE", "inputs": {"vae_name": VAE22, "dtype": "default"}}
+        decode["9"] = {"class_type": "WanCoreDecode", "inputs": {"vae": ["8", 0], "samples": ["5", 0], "tiled": False,
+                                                                 "tile_size": 512, "tile_overlap": 64}}
+    else:
+        decode["9"] = {"class_type": "VAEDecode", "inputs": {"vae": ["4", 0], "samples": ["5", 0]}}
+    decode["10"] = {"class_type": "WanBenchCudaPeakImage", "inputs": {"samples": ["9", 0]}}
+    return sample, decode
+
+
+def probe_job(server: ComfyServer, prompt: dict, timeout: float) -> dict:
+    r = run_job_sync(server, prompt, timeout)
+    probe = next(o for o in r["entry"]["outputs"].values() if "cuda_peak_bytes" in o)
+    r.update(peak=probe["cuda_peak_bytes"][0], used=probe["device_used_bytes"][0])
+    return r
+
+
 def ours_loader(attention="auto"):
     return {"class_type": "WanCoreLoadDiT", "inputs": {"dit_name": DIT13, "weight_dtype": "default",
                                                        "attention": attention}}
@@ -154,15 +223,17 @@ def main():
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--a14b-budget-gib", type=float, default=14.0,
                     help="usable VRAM of the constrained server (less than the two experts)")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["attention", "compile", "a14b"])
+    ap.add_argument("--decode-size", type=int, nargs=3, default=[1280, 704, 121], metavar=("W", "H", "FRAMES"))
+    ap.add_argument("--skip", nargs="*", default=[], choices=["attention", "compile", "vae", "a14b"])
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--smoke", action="store_true",
                     help="check the script itself on the CPU: stand-in models, tiny size, --cpu servers (no numbers)")
     args = ap.parse_args()
     if args.smoke:
-        global DIT13
-        DIT13 = "wan2.1_t2v_1.3B_fp16.safetensors"  # the stand-in
+        global DIT13, DIT5B
+        DIT13, DIT5B = "wan2.1_t2v_1.3B_fp16.safetensors", "wan2.2_ti2v_5B_fp16.safetensors"  # the stand-ins
         args.width, args.height, args.frames, args.steps = 64, 64, 5, 2
+        args.decode_size = [64, 64, 5]
     elif not torch.cuda.is_available():
         raise SystemExit("gpu_check needs a CUDA GPU (torch.cuda.is_available() is False here); --smoke checks "
                          "the script on the CPU")
@@ -219,6 +290,23 @@ def main():
              f"{rel(ow['latent'], nw['latent']):.2e} vs native",
              f"first job {of['wall']:.1f} s; time {ow['wall'] / nw['wall']:.2f}x, peak {ow['peak'] / max(nw['peak'], 1):.2f}x"],
         ]
+        if "vae" not in args.skip:
+            write_5b(models, dit=not args.smoke)  # (the smoke run samples with the stand-in 5B)
+            for impl in ("native", "ours"):
+                server = start(f"vae_{impl}")
+                try:
+                    sample, decode = decode_after_dit_graphs(impl, args)
+                    probe_job(server, sample, args.timeout)  # the 5B DiT is now resident
+                    d = probe_job(server, decode, args.timeout)
+                    log = server.read_log()
+                    tiles = ("Ran out of memory when regular VAE decoding" in log) or ("retrying in tiles" in log)
+                finally:
+                    server.stop()
+                w, h, n = args.decode_size
+                rows.append([f"5B decode {n} frames {w}x{h} after the 5B DiT, {impl}", f"{d['wall']:.1f} s",
+                             gib(d["peak"]), gib(d["used"]), "",
+                             ("fell back to tiles" if tiles else "no tiling")
+                             + ("; wall includes loading our VAE" if impl == "ours" else "")])
         if "a14b" not in args.skip:
             total = torch.cuda.get_device_properties(0).total_memory / 2**30 if not args.smoke else 0.0
             ref_server = start("a14b_ample")

@@ -33,4 +33,12 @@ class WanBenchCudaPeak:
         return {"ui": {"cuda_peak_bytes": [int(peak)], "device_used_bytes": [int(total - free)]}}
 
 
-NODE_CLASS_MAPPINGS = {"WanBenchCudaPeak": WanBenchCudaPeak}
+class WanBenchCudaPeakImage(WanBenchCudaPeak):
+    """The same probe after a decode (IMAGE input)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("IMAGE",)}}
+
+
+NODE_CLASS_MAPPINGS = {"WanBenchCudaPeak": WanBenchCudaPeak, "WanBenchCudaPeakImage": WanBenchCudaPeakImage}
