@@ -126,6 +126,7 @@ def load_host_model(path: str, weight_dtype: Optional[torch.dtype] = None, fp8_o
     unexpected = [k for k in unexpected if k != "scaled_fp8"]
     if unexpected:
         log.warning("%s: ignoring %d tensors not used by the model, e.g. %s", source, len(unexpected), unexpected[:4])
+    model.diffusion_model.source = source  # named in errors (e.g. two A14B experts that do not match)
     model.diffusion_model.owner = weakref.ref(model)  # the DiT reads its owner's patch uuid (text reuse)
     log.info("loaded %s from %s: weights %s, compute %s, %s operations, %s", config.family, source, unet_dtype,
              manual or unet_dtype, type(model.diffusion_model.blocks[0].ffn[0]).__qualname__.split(".")[0],

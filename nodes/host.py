@@ -4,7 +4,9 @@ ModelPatcher wrapping and loading right before use, schema checks."""
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -43,8 +45,15 @@ def diffusers_folders(subfolder: str) -> List[str]:
     return out
 
 
+_SHARD = re.compile(r"-\d{5}-of-\d{5}\.safetensors$")
+
+
 def model_choices(key: str, subfolder: str) -> List[str]:
-    return sorted(folder_paths.get_filename_list(key)) + diffusers_folders(subfolder)
+    """Files a loader offers: not the shards of a diffusers folder (the folder is offered), not
+    broken links."""
+    names = [n for n in folder_paths.get_filename_list(key) if not _SHARD.search(n)]
+    names = [n for n in names if (p := folder_paths.get_full_path(key, n)) is not None and os.path.exists(p)]
+    return sorted(names) + diffusers_folders(subfolder)
 
 
 def resolve_model(key: str, name: str, subfolder: str) -> str:
@@ -116,6 +125,23 @@ def weight_dtype_choice(name: str) -> Optional[torch.dtype]:
             "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}[name]
 
 
+def require_finite(**values) -> None:
+    """Refuse NaN / inf in float inputs, naming the input (ComfyUI's min/max checks let NaN through)."""
+    for name, value in values.items():
+        if value is not None and not math.isfinite(float(value)):
+            raise ValueError(f"{name} is {value}: it must be a finite number (NaN and infinity are refused)")
+
+
+def experts_match(high, low) -> None:
+    """The two A14B experts must be the same model size: refuse another pair, naming both files."""
+    a, b = high.config, low.config
+    if (a.in_channels, a.dim, a.ffn_dim, a.num_layers) != (b.in_channels, b.dim, b.ffn_dim, b.num_layers):
+        raise ValueError(
+            f"the high- and low-noise experts are different models: {getattr(high, 'source', 'model')} is "
+            f"{a.family} (dim {a.dim}, {a.num_layers} layers) and {getattr(low, 'source', 'model_low_noise')} is "
+            f"{b.family} (dim {b.dim}, {b.num_layers} layers). Load both experts of one Wan2.2 A14B release.")
+
+
 def check_schema(node_cls, **values):
     """ComfyUI skips its own list/min/max checks for inputs a VALIDATE_INPUTS names: redo them.
 
@@ -130,6 +156,8 @@ def check_schema(node_cls, **values):
             if isinstance(kind, list) and value not in kind:
                 choices = kind if len(kind) <= 20 else f"{len(kind)} files in the model folders"
                 return f"{name}: {value!r} is not one of {choices}"
+            if kind == "FLOAT" and not math.isfinite(float(value)):
+                return f"{name}: {value} is not a finite number"
             if kind in ("INT", "FLOAT"):
                 if "min" in opts and value < opts["min"]:
                     return f"{name}: {value} is below the minimum {opts['min']}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 import comfy.model_management as mm
@@ -86,6 +88,7 @@ def load_wan_model(path: str, weight_dtype: str = "default", attention: str = HO
     device, offload = mm.get_torch_device(), mm.unet_offload_device()
     dit = load_dit(path, operations=gguf_ops, compute_dtype=gguf_compute_dtype(device), model_class=ComfyWanDiT)
     dit.attention_backend = attention
+    dit.source = os.path.basename(path)
     return wrap_dit(dit, device, offload, reload=reload)
 
 

@@ -30,8 +30,9 @@ import comfy.utils
 import folder_paths
 
 from ..wan_core.dit.keymap import official_to_diffusers
-from ..wan_core.safetensors_io import PICKLE_SUFFIXES
+from ..wan_core.safetensors_io import PICKLE_SUFFIXES, SafetensorsCheckpoint
 from .core_model import WanCoreWAN21, WanCoreWAN22
+from .host import require_finite
 
 log = logging.getLogger("wan_core")
 
@@ -167,7 +168,13 @@ class WanCoreLoraLoader:
         if path.lower().endswith(PICKLE_SUFFIXES):
             raise ValueError(f"{lora_name}: pickle files can run code when loaded and are never read here; use the "
                              ".safetensors version of this LoRA")
+        require_finite(strength=strength)
+        SafetensorsCheckpoint.open(path, what="LoRA")  # a truncated or foreign file: an error naming it
         lora = comfy.utils.load_torch_file(path, safe_load=True)
+        bad = [k for k, t in lora.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise ValueError(f"{lora_name}: {len(bad)} of its tensors hold NaN or infinite values (e.g. {bad[:3]}); "
+                             "the video would be black. Download the LoRA again or use another one.")
         return (apply_lora(model, lora, strength, lora_name, DIFFUSERS_PREFIXES[diffusers_part]),)
 
 

@@ -8,9 +8,10 @@ import logging
 import comfy.model_management as mm
 import comfy.utils
 import latent_preview
+import torch
 
 from ..wan_core.sampling.schedulers import DMD_TIMESTEPS, SCHEDULERS
-from .host import check_schema
+from .host import check_schema, experts_match, require_finite
 from .model_adapter import ComfyWanDiT
 from .prompts import embeddings_from_conditioning
 from .sampling import ExpertGuider, WanNoise, cfg_guider, official_sigmas, wan_sampler
@@ -28,6 +29,14 @@ def wan_dit(model, name: str) -> ComfyWanDiT:
         raise ValueError(f"{name}: Wan Sampler runs the Wan DiT loaded by 'Wan Load DiT'; got a {kind}. Use KSampler "
                          "for other models.")
     return dit
+
+
+def check_finite_latent(x: torch.Tensor, step: int, total: int) -> None:
+    """Stop a run whose latent turned NaN / inf (it would decode to a black video) at the step it did."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"the latent became NaN or infinite at step {step + 1} of {total}: a LoRA with non-finite "
+                         "weights or an extreme strength, or an fp16 overflow (try bf16 / fp32 weight_dtype), is the "
+                         "likely cause; the video would be black")
 
 
 def with_shift(model, shift: float):
@@ -133,12 +142,13 @@ class WanCoreSampler:
 
     def run(self, model, positive, negative, latent, seed, steps, guidance, shift, scheduler, denoise,
             model_low_noise=None, guidance_low_noise=3.0, boundary=0.875, cfg_mode="batched"):
+        require_finite(guidance=guidance, shift=shift, denoise=denoise, guidance_low_noise=guidance_low_noise,
+                       boundary=boundary)
         samples = latent["samples"]
         dit = wan_dit(model, "model")
         experts = [(model, guidance)] + ([] if model_low_noise is None else [(model_low_noise, guidance_low_noise)])
         for m, _ in experts[1:]:
-            if wan_dit(m, "model_low_noise").config.in_channels != dit.config.in_channels:
-                raise ValueError("the two experts take different latent channels; load both experts of the same model")
+            experts_match(dit, wan_dit(m, "model_low_noise"))
         if samples.dim() != 5 or samples.shape[1] != dit.config.in_channels:
             raise ValueError(
                 f"latent has {samples.shape[1] if samples.dim() == 5 else tuple(samples.shape)} channels but the DiT "
@@ -163,6 +173,7 @@ class WanCoreSampler:
 
         def callback(step, x0, x, total):
             counter.step_done()
+            check_finite_latent(x0, step, total)  # the step's prediction: NaN shows at the step it arises
             preview(step, x0, x, total)
 
         out = guider.sample(WanNoise(seed).generate_noise(latent), samples, sampler, sigmas,
@@ -211,6 +222,7 @@ class WanCoreSigmas:
     CATEGORY = SAMPLING
 
     def get(self, scheduler, steps, shift, denoise):
+        require_finite(shift=shift, denoise=denoise)
         return (official_sigmas(scheduler, steps, shift, denoise),)
 
 
@@ -256,5 +268,9 @@ class WanCoreExpertGuider:
     CATEGORY = SAMPLING
 
     def get(self, model_high_noise, model_low_noise, positive, negative, cfg_high_noise, cfg_low_noise, boundary):
+        require_finite(cfg_high_noise=cfg_high_noise, cfg_low_noise=cfg_low_noise, boundary=boundary)
+        if isinstance(getattr(model_high_noise.model, "diffusion_model", None), ComfyWanDiT) and \
+                isinstance(getattr(model_low_noise.model, "diffusion_model", None), ComfyWanDiT):
+            experts_match(model_high_noise.model.diffusion_model, model_low_noise.model.diffusion_model)
         return (ExpertGuider(cfg_guider(model_high_noise, positive, negative, cfg_high_noise),
                              cfg_guider(model_low_noise, positive, negative, cfg_low_noise), boundary),)

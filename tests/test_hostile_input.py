@@ -1,0 +1,145 @@
+"""Careless and hostile input, in-process: non-finite numbers, broken LoRA files, a latent that turns
+NaN, A14B experts of different sizes, file lists with shards and broken links. Each refusal names
+the input or file and says what to do (issue: no silent black videos)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import comfy_inprocess as ci
+from tiny_models.dit import TINY_T2V, random_dit_state
+from tiny_models.loras import lora_state
+from wan_core.dit.config import WanDiTConfig
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    ci.host()
+    import folder_paths
+
+    base = tmp_path_factory.mktemp("hostile")
+    sd = random_dit_state(TINY_T2V, seed=41)
+    save_file(sd, str(base / "t2v.safetensors"))
+    big = WanDiTConfig(dim=384, ffn_dim=512, num_heads=3, num_layers=2)
+    save_file(random_dit_state(big, seed=42), str(base / "wan_bigger.safetensors"))
+    broken = dict(sd)
+    broken["head.head.bias"] = torch.full_like(sd["head.head.bias"], NAN)
+    save_file(broken, str(base / "nan_head.safetensors"))
+    loras = base / "loras"
+    loras.mkdir()
+    good = lora_state(TINY_T2V, "lightx2v", rank=8, seed=3)
+    save_file(good, str(loras / "good.safetensors"))
+    bad = dict(good)
+    first = sorted(k for k in bad if k.endswith("lora_up.weight"))[0]
+    bad[first] = torch.full_like(bad[first], NAN)
+    save_file(bad, str(loras / "nan_values.safetensors"))
+    raw = (loras / "good.safetensors").read_bytes()
+    (loras / "truncated.safetensors").write_bytes(raw[: len(raw) // 2])
+    (loras / "empty.safetensors").write_bytes(b"")
+    (loras / "text.safetensors").write_text("this is not a safetensors file\n")
+    folder_paths.add_model_folder_path("loras", str(loras))
+    return base
+
+
+def load(env, name):
+    with torch.inference_mode():
+        return ci.pack_module("nodes.loaders").load_wan_model(str(env / name))
+
+
+def conds():
+    g = torch.Generator().manual_seed(0)
+    return [[torch.randn(1, 512, 4096, generator=g) * 0.5, {}]], [[torch.randn(1, 512, 4096, generator=g) * 0.5, {}]]
+
+
+def sample(model, **kw):
+    args = dict(seed=1, steps=2, guidance=5.0, shift=5.0, scheduler="unipc", denoise=1.0)
+    args.update(kw)
+    pos, neg = conds()
+    with torch.inference_mode():
+        return ci.pack_module("nodes.sampler_nodes").WanCoreSampler().run(
+            model, pos, neg, {"samples": torch.zeros(1, 16, 2, 4, 6)}, **args)[0]["samples"]
+
+
+@pytest.mark.parametrize("name,value", [("guidance", NAN), ("shift", NAN), ("denoise", NAN), ("boundary", NAN),
+                                        ("guidance_low_noise", INF), ("shift", -INF)])
+def test_wan_sampler_refuses_non_finite_numbers_naming_them(env, name, value):
+    """Today's main: an all-black video for NaN guidance / shift, an undefined expert switch for NaN
+    boundary, "cannot convert float NaN to integer" for NaN denoise."""
+    with pytest.raises(ValueError, match=rf"^{name} is {value}: it must be a finite number"):
+        sample(load(env, "t2v.safetensors"), **{name: value})
+
+
+def test_other_nodes_refuse_non_finite_numbers(env):
+    nodes = ci.pack_module("nodes.sampler_nodes")
+    lora = ci.pack_module("nodes.lora")
+    host = ci.pack_module("nodes.host")
+    model = load(env, "t2v.safetensors")
+    pos, neg = conds()
+    with pytest.raises(ValueError, match=r"^shift is nan"):
+        nodes.WanCoreSigmas().get("unipc", 4, NAN, 1.0)
+    with pytest.raises(ValueError, match=r"^boundary is nan"):
+        nodes.WanCoreExpertGuider().get(model, model, pos, neg, 4.0, 3.0, NAN)
+    with pytest.raises(ValueError, match=r"^strength is nan"):
+        lora.WanCoreLoraLoader().load(model, "good.safetensors", NAN)
+    # the schema check behind VALIDATE_INPUTS (ComfyUI's own min/max let NaN through)
+    assert host.check_schema(nodes.WanCoreSampler, guidance=NAN) == "guidance: nan is not a finite number"
+    assert host.check_schema(nodes.WanCoreSampler, guidance=5.0) is None
+
+
+def test_a_latent_that_turns_nan_stops_the_run_naming_the_step(env):
+    """A model whose output is NaN (here a NaN head bias; in the wild a broken LoRA through core's
+    loaders, or an fp16 overflow) stops at the first step with the likely causes, instead of
+    decoding a black video."""
+    with pytest.raises(ValueError, match=r"NaN or infinite at step 1 of 2.*LoRA.*fp16"):
+        sample(load(env, "nan_head.safetensors"))
+    assert torch.isfinite(sample(load(env, "t2v.safetensors"))).all()  # a healthy model runs
+
+
+@pytest.mark.parametrize("name,match", [
+    ("nan_values.safetensors", r"nan_values\.safetensors: 1 of its tensors hold NaN"),
+    ("truncated.safetensors", r"truncated\.safetensors.*(truncated|corrupt)"),
+    ("empty.safetensors", r"empty\.safetensors"),
+    ("text.safetensors", r"text\.safetensors"),
+])
+def test_wan_lora_loader_refuses_broken_files_naming_them(env, name, match):
+    model = load(env, "t2v.safetensors")
+    with pytest.raises(Exception, match=match):
+        ci.pack_module("nodes.lora").WanCoreLoraLoader().load(model, name, 1.0)
+    (patched,) = ci.pack_module("nodes.lora").WanCoreLoraLoader().load(model, "good.safetensors", 1.0)
+    assert patched is not model
+
+
+def test_a14b_experts_of_different_sizes_are_refused_naming_both(env):
+    """Today's main compared only the channel count: a 1.3B as the low-noise expert ran."""
+    high, low = load(env, "t2v.safetensors"), load(env, "wan_bigger.safetensors")
+    with pytest.raises(ValueError, match=r"t2v\.safetensors.*wan_bigger\.safetensors"):
+        sample(high, model_low_noise=low)
+    pos, neg = conds()
+    with pytest.raises(ValueError, match=r"different models"):
+        ci.pack_module("nodes.sampler_nodes").WanCoreExpertGuider().get(high, low, pos, neg, 4.0, 3.0, 0.875)
+
+
+def test_loader_lists_no_diffusers_shards_and_no_broken_links(env, tmp_path):
+    import folder_paths
+
+    host = ci.pack_module("nodes.host")
+    folder = tmp_path / "dm"
+    folder.mkdir()
+    for name in ("wan_real.safetensors", "diffusion_pytorch_model-00001-of-00002.safetensors",
+                 "diffusion_pytorch_model-00002-of-00002.safetensors"):
+        (folder / name).write_bytes(b"x")
+    os.symlink(folder / "gone.safetensors", folder / "dangling.safetensors")
+    folder_paths.add_model_folder_path("diffusion_models", str(folder))
+    host.register_model_folders()
+    folder_paths.filename_list_cache.clear() if hasattr(folder_paths, "filename_list_cache") else None
+    names = host.model_choices(host.DIT_KEY, "transformer")
+    assert "wan_real.safetensors" in names
+    assert not [n for n in names if "-of-0000" in n or n == "dangling.safetensors"], names
+    assert math.isfinite(len(names))
