@@ -68,6 +68,7 @@ class WanCoreVideoSize:
         for note in size.notes:
             log.warning("Wan video size: %s", note)
         t, h, w = size.latent_shape(cfg.stride)
+        check_fits(vae, size, (batch_size, cfg.z_dim, t, h, w))
         latent = {"samples": torch.zeros(batch_size, cfg.z_dim, t, h, w, device=mm.intermediate_device())}
         if start_image is not None:
             if cfg.z_dim != 48:
@@ -89,6 +90,39 @@ class WanCoreVideoSize:
             latent["samples"][:, :, :1] = z
             latent["noise_mask"] = mask
         return (latent, size.width, size.height, size.frames)
+
+
+def check_fits(vae, size, latent_shape) -> None:
+    """Refuse, before anything is allocated, a video whose decode cannot fit this machine: the
+    decoder's working memory on the VAE device (its measured estimate, per frame size) and the
+    finished frames in memory (all of them, as IMAGE). Names the estimate and what fits instead."""
+    cfg = vae.model.config
+    batch = latent_shape[0]
+    frame_bytes = size.width * size.height * 3 * torch.finfo(mm.intermediate_dtype()).bits // 8
+    frames_bytes = batch * size.frames * frame_bytes
+    # the least the decoder can work with: core's fallback tiles (an untiled decode that does not fit
+    # falls back to them on a GPU); what cannot fit even so is refused
+    work = decode_bytes(cfg, latent_shape, vae.model.dtype, tile=max(1, FALLBACK_TILE_PX // cfg.stride[1]))
+    device = vae.patcher.load_device
+    device_total = mm.get_total_memory(device)
+    ram_total = mm.get_total_memory(torch.device("cpu"))
+    same = device.type == "cpu"
+    problems = []
+    if work + (frames_bytes if same else 0) > device_total:
+        problems.append(f"decoding needs at least {work / 2**30:.1f} GiB on {device} (of "
+                        f"{device_total / 2**30:.1f} GiB)")
+    if frames_bytes > 0.8 * ram_total:
+        problems.append(f"the {batch * size.frames} frames take {frames_bytes / 2**30:.1f} GiB of RAM (of "
+                        f"{ram_total / 2**30:.1f} GiB)")
+    if not problems:
+        return
+    max_frames = max(1, int((0.8 * ram_total - (work if same else 0)) // max(1, batch * frame_bytes)))
+    max_frames = max(1, (max_frames - 1) // 4 * 4 + 1)
+    max_pixels = int(0.8 * ram_total / max(1, batch * size.frames * 12))
+    raise ValueError(f"{size.width}x{size.height}, {size.frames} frames, batch {batch} does not fit this machine: "
+                     f"{'; '.join(problems)}. At this size at most {max_frames} frames per batch fit; at "
+                     f"{size.frames} frames at most about {max_pixels // 1000}k pixels per frame (e.g. "
+                     f"{int((max_pixels * 16 / 9) ** 0.5)}x{int((max_pixels * 9 / 16) ** 0.5)}); or a smaller batch.")
 
 
 class WanCoreDecode:

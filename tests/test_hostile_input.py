@@ -143,3 +143,28 @@ def test_loader_lists_no_diffusers_shards_and_no_broken_links(env, tmp_path):
     assert "wan_real.safetensors" in names
     assert not [n for n in names if "-of-0000" in n or n == "dangling.safetensors"], names
     assert math.isfinite(len(names))
+
+
+@pytest.mark.parametrize("width,height,frames,batch", [(4096, 4096, 1025, 1), (4096, 4096, 1025, 64),
+                                                       (832, 480, 81, 64)])
+def test_video_size_refuses_what_cannot_fit_before_allocating(env, width, height, frames, batch, monkeypatch):
+    """Each value inside the node's limits, together too large: today's main accepted it and the
+    server's memory grew past 12 GB (or failed on a raw 275 GB allocation at batch 64). Refused
+    at the start of the node with the estimate and what fits; a normal size is accepted."""
+    from wan_core.vae import WanVAEConfig, WanVAE
+    from tiny_models.vae import random_vae_state
+
+    host = ci.pack_module("nodes.host")
+    video = ci.pack_module("nodes.video")
+    cfg = WanVAEConfig("2.1", z_dim=16, dim=96, dec_dim=96)
+    model = WanVAE(cfg)
+    model.load_state_dict(random_vae_state(cfg, seed=0))
+    vae = host.manage(model.eval(), "vae", "wan_2.1_vae.safetensors", torch.device("cpu"), torch.device("cpu"))
+    allocated = []
+    monkeypatch.setattr(torch, "zeros", lambda *a, **k: allocated.append(a) or torch.empty(0))
+    with pytest.raises(ValueError, match=r"does not fit this machine: .*GiB.*at most \d+ frames per batch fit.*pixels per frame"):
+        video.WanCoreVideoSize().make(vae, "custom", "480p", width, height, frames, batch)
+    assert not allocated
+    monkeypatch.undo()
+    (latent, w, h, f) = video.WanCoreVideoSize().make(vae, "custom", "480p", 832, 480, 81, 1)
+    assert latent["samples"].shape == (1, 16, 21, 60, 104)
