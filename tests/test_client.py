@@ -153,3 +153,37 @@ def test_ctrl_c_interrupts_the_running_job(pair, tmp_path):
         time.sleep(0.2)
     last = list(server.get("/history").values())[-1]
     assert "execution_interrupted" in json.dumps(last["status"]["messages"])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--guidance", "nan"], "guidance is nan: it must be a finite number"),
+    (["--shift", "inf"], "shift is inf: it must be a finite number"),
+    (["--guidance-low", "3"], "has no low-noise expert"),
+    (["--out", "/proc/version/videos"], "--out /proc/version/videos: cannot write there"),
+])
+def test_client_refuses_before_queueing(argv, message, capsys):
+    """Checked before any server is contacted (the URL here answers nothing): today's main queued
+    NaN guidance (a manifest line with NaN, not JSON), ignored --guidance-low on a one-expert
+    workflow, and crashed after the job ran when --out was not writable."""
+    workflow = str(Path(__file__).resolve().parents[1] / "workflows" / "wan2.1_t2v_1.3B_api.json")
+    rc = main([workflow, "--server", "http://127.0.0.1:9", "--quiet", *argv])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
+def test_refusals_print_the_servers_reason():
+    """Today's main printed only the field name for range errors (``input 'frames': frames``)."""
+    from wan_client.api import format_node_errors
+
+    body = {"error": {"message": "Prompt outputs failed validation"}, "node_errors": {"5": {"class_type": "WanCoreVideoSize", "errors": [
+        {"type": "value_smaller_than_min", "message": "Value 0 smaller than min of 1", "details": "frames",
+         "extra_info": {"input_name": "frames"}},
+        {"type": "custom_validation_failed", "message": "Custom validation failed for node",
+         "details": "tile_overlap - tile_overlap (512) must be smaller than tile_size (256)",
+         "extra_info": {"input_name": "tile_overlap"}},
+        {"type": "invalid_input_type", "message": "Failed to convert an input value to a INT value",
+         "details": "steps, abc, invalid literal for int()", "extra_info": {"input_name": "steps"}}]}}}
+    text = format_node_errors(body)
+    assert "input 'frames': Value 0 smaller than min of 1" in text
+    assert "input 'tile_overlap': tile_overlap - tile_overlap (512) must be smaller" in text
+    assert "input 'steps': Failed to convert an input value to a INT value (steps, abc" in text

@@ -67,6 +67,17 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
+def check_writable(out: Path) -> None:
+    """The output folder must be creatable and writable before any job runs on a server."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".wan_client_write_check"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise SettingError(f"--out {out}: cannot write there ({err.strerror or err}); choose a writable folder") from None
+
+
 def local_server(args, workflow: Workflow):
     """A ComfyUI started here, with stand-in models when the workflow's checkpoints are missing."""
     from wan_client.server import ComfyServer
@@ -93,6 +104,7 @@ def main(argv=None, display: Display = None) -> int:
             jobs = [Job(1, base, workflow.path.name)]
         for job in jobs:  # every job's settings checked before anything is queued
             workflow.with_settings(job.settings)
+        check_writable(out)
     except SettingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

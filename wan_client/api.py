@@ -145,6 +145,14 @@ def format_node_errors(body: dict, prompt: Optional[dict] = None) -> str:
             extra = err.get("extra_info", {}) or {}
             name = extra.get("input_name")
             where = f"node {node_id} ({ctype})" + (f", input '{name}'" if name else "")
-            detail = err.get("details") or err.get("message", "")
+            # ComfyUI puts the reason in "message" for range errors ("Value 0 smaller than min of 1"),
+            # with only the input's name in "details"; custom validations put it in "details"
+            message, details = err.get("message", ""), err.get("details", "")
+            if not details or details == name:
+                detail = message
+            elif not message or message.startswith("Custom validation failed"):
+                detail = details
+            else:
+                detail = f"{message} ({details})"
             lines.append(f"  {where}: {detail}".rstrip())
     return "\n".join(lines) if lines else f"ComfyUI refused the workflow: {json.dumps(body)[:2000]}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -73,6 +74,8 @@ class Workflow:
                            f"{', '.join(offered)}")
 
     def has(self, setting: str) -> bool:
+        if setting == "guidance_low":  # only where the sampler has a low-noise expert connected
+            return any("model_low_noise" in self.prompt[n]["inputs"] for n in self.nodes_of("WanCoreSampler"))
         if setting == "size":
             return self.has("width") and self.has("height")
         if setting in ("lora", "lora_low"):
@@ -87,6 +90,11 @@ class Workflow:
                 continue
             if key not in SETTINGS:
                 raise SettingError(f"unknown setting '{key}'; known: {', '.join(SETTINGS)}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SettingError(f"{key} is {value}: it must be a finite number")
+            if key == "guidance_low" and not wf.has("guidance_low"):
+                raise SettingError(f"{self.path.name} has no low-noise expert (its Wan Sampler has no model_low_noise): "
+                                   "--guidance-low does not apply; use an A14B workflow")
             if key == "size":
                 width, height = parse_size(value)
                 wf._set("width", width)
