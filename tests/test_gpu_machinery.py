@@ -348,6 +348,30 @@ def gpu_without_bf16(monkeypatch):
     monkeypatch.setattr(mm, "should_use_bf16", lambda *a, **k: False)
 
 
+@pytest.fixture
+def gpu_preferring_bf16(monkeypatch):
+    """The host's answers where bf16 is chosen (e.g. --bf16-unet, or a device without fast fp16)."""
+    import comfy.model_management as mm
+
+    monkeypatch.setattr(mm, "should_use_fp16", lambda *a, **k: False)
+    monkeypatch.setattr(mm, "should_use_bf16", lambda *a, **k: True)
+
+
+@pytest.mark.parametrize("kind", ["bf16", "gguf"])
+def test_bf16_compute_equals_native_in_bf16(loaders, files, gpu_preferring_bf16, kind):
+    """bf16 compute, the precision many GPU users run: the host picks bf16 for ours as for native,
+    and the outputs agree to bf16 accuracy (ours keeps the official fp32 regions; native does not)."""
+    import comfy.sd
+
+    path, ref, _ = files[kind]
+    ours, native = loaders.load_wan_model(str(path)), comfy.sd.load_diffusion_model(str(ref))
+    assert ours.model.get_dtype_inference() == native.model.get_dtype_inference() == torch.bfloat16
+    assert ours.model.diffusion_model.compute_dtype == torch.bfloat16
+    x, sigma, ctx = inputs()
+    got, ref_out = forward(ours, x, sigma, ctx), forward(native, x, sigma, ctx)
+    assert rel_err(got, ref_out) < 2e-2  # measured 0.006 (bf16 file) / 0.009 (GGUF)
+
+
 @pytest.mark.parametrize("kind", ["bf16", "scaled_fp8", "gguf"])
 def test_compute_dtype_follows_the_hosts_rules_on_a_gpu_without_bf16(loaders, files, gpu_without_bf16, kind):
     """Such a GPU computes Wan in fp16, as native picks it (Wan supports fp16, bf16, fp32); today's
@@ -360,7 +384,8 @@ def test_compute_dtype_follows_the_hosts_rules_on_a_gpu_without_bf16(loaders, fi
     assert ours.model.get_dtype_inference() == native.model.get_dtype_inference() == torch.float16
     assert ours.model.diffusion_model.compute_dtype == torch.float16
     x, sigma, ctx = inputs()
-    assert rel_err(forward(ours, x, sigma, ctx), forward(native, x, sigma, ctx)) < 5e-3
+    # measured 5e-4 (bf16 file, scaled fp8) / 1.1e-3 (GGUF)
+    assert rel_err(forward(ours, x, sigma, ctx), forward(native, x, sigma, ctx)) < 3e-3
 
 
 def test_output_leaves_the_dit_in_fp32(loaders, files):
