@@ -432,3 +432,24 @@ def test_fp16_compute_does_not_depend_on_what_the_host_offloaded(loaders, files,
         assert torch.equal(forward(ours, x, sigma, ctx), full)
     finally:
         ours.unpatch_model(cpu)
+
+
+def test_gguf_under_dynamic_vram_keeps_the_classic_patcher_and_its_output(loaders, files, dynamic_vram):
+    """GGUF layers are ours (the host's dynamic loader cannot stream GGML blocks): with DynamicVRAM
+    on, a GGUF DiT still loads, under the classic patcher (as ComfyUI-GGUF), with the same output
+    and LoRA as with it off."""
+    import comfy.memory_management
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    lora = lora_state(TINY_T2V, "lightx2v", rank=16, seed=12)
+    x, sigma, ctx = inputs(seed=8)
+    outs = []
+    for enabled in (True, False):
+        comfy.memory_management.aimdo_enabled = enabled
+        model = native_lora(loaders.load_wan_model(str(files["gguf"][0])), lora)
+        assert type(model).__name__ == "WanCorePatcher"
+        assert not isinstance(model, comfy.model_patcher.ModelPatcherDynamic)
+        mm.load_models_gpu([model])
+        outs.append(forward(model, x, sigma, ctx))
+    assert torch.equal(outs[0], outs[1])
