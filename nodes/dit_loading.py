@@ -29,7 +29,6 @@ import torch
 
 import comfy.model_management as mm
 import comfy.model_patcher
-import comfy.ops
 import comfy.supported_models
 import comfy.utils
 
