@@ -453,3 +453,24 @@ def test_gguf_under_dynamic_vram_keeps_the_classic_patcher_and_its_output(loader
         mm.load_models_gpu([model])
         outs.append(forward(model, x, sigma, ctx))
     assert torch.equal(outs[0], outs[1])
+
+
+def test_ti2v_with_a_start_frame_compiles_without_graph_breaks(loaders, tmp_path):
+    """TI2V-5B with per-token timesteps (a start frame): the whole forward is one graph (today's main
+    broke it at a data-dependent check and torch.unique, and rebuilt its RoPE cache inside the
+    graph); the compiled output equals the eager one."""
+    from tiny_models.dit import TINY_TI2V
+
+    path = tmp_path / "ti2v.safetensors"
+    save_file(random_dit_state(TINY_TI2V, seed=13), str(path))
+    dit = loaders.load_wan_model(str(path), attention="sdpa").model.diffusion_model
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(1, 48, 3, 6, 10, generator=g)
+    t = torch.full((1, 3 * 3 * 5), 700.0)
+    t[:, :15] = 0.0  # the start frame's tokens
+    ctx = torch.randn(1, 512, 4096, generator=g) * 0.5
+    torch._dynamo.reset()
+    compiled = torch.compile(dit.predict, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        eager, graph = dit.predict(x, t, ctx), compiled(x, t, ctx)
+    assert rel_err(graph, eager) < 1e-6

@@ -74,20 +74,25 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, grid: tuple, device: torch.device):
         """cos and sin, each [1, F*H*W, 1, head_dim/2] fp32, for a latent grid of (F, H, W) patches."""
+        if torch.compiler.is_compiling():  # no module state changed inside a compiled graph
+            return self._angles(grid, device)
         key = (tuple(grid), str(device))
         if key not in self._cache:
-            f, h, w = grid
-            at, ah, aw = (self._axis_angles(n, d) for n, d in zip(grid, self.axis_dims))
-            angles = torch.cat(
-                [
-                    at[:, None, None, :].expand(f, h, w, -1),
-                    ah[None, :, None, :].expand(f, h, w, -1),
-                    aw[None, None, :, :].expand(f, h, w, -1),
-                ],
-                dim=-1,
-            ).reshape(1, f * h * w, 1, -1)
-            self._cache = {key: (torch.cos(angles).to(device, FP32), torch.sin(angles).to(device, FP32))}
+            self._cache = {key: self._angles(grid, device)}
         return self._cache[key]
+
+    def _angles(self, grid: tuple, device: torch.device):
+        f, h, w = grid
+        at, ah, aw = (self._axis_angles(n, d) for n, d in zip(grid, self.axis_dims))
+        angles = torch.cat(
+            [
+                at[:, None, None, :].expand(f, h, w, -1),
+                ah[None, :, None, :].expand(f, h, w, -1),
+                aw[None, None, :, :].expand(f, h, w, -1),
+            ],
+            dim=-1,
+        ).reshape(1, f * h * w, 1, -1)
+        return torch.cos(angles).to(device, FP32), torch.sin(angles).to(device, FP32)
 
 
 def _attend(q, k, v, backend: str, hooks: Optional[DiTHooks], site: Optional[Site]) -> torch.Tensor:
@@ -296,12 +301,17 @@ class WanDiT(nn.Module):
             raise ValueError(f"per-token timesteps have {t.shape[1]} entries; the latent has {tokens} tokens")
         if t.shape[0] != batch:
             raise ValueError(f"{t.shape[0]} timestep rows for a batch of {batch}")
-        if t.shape[1] > 1 and bool((t == t[:, :1]).all()):
-            t = t[:, :1]  # one value per sample: keep the modulation [B, 1, dim]
-        if t.shape[1] == 1:  # one value per sample: no search for repeats (and no dynamic shape to compile)
-            values, index = t.float().flatten(), torch.arange(batch, device=t.device)[:, None]
+        if torch.compiler.is_compiling():
+            # no data-dependent branch and no torch.unique in a compiled graph: one embedding per
+            # token (what native Wan2.2 always computes); identical values, more memory
+            values, index = t.float().flatten(), torch.arange(t.numel(), device=t.device).view(t.shape)
         else:
-            values, index = torch.unique(t.float(), return_inverse=True)
+            if t.shape[1] > 1 and bool((t == t[:, :1]).all()):
+                t = t[:, :1]  # one value per sample: keep the modulation [B, 1, dim]
+            if t.shape[1] == 1:  # one value per sample: no search for repeats
+                values, index = t.float().flatten(), torch.arange(batch, device=t.device)[:, None]
+            else:
+                values, index = torch.unique(t.float(), return_inverse=True)
         sin = sinusoidal_embedding(self.config.freq_dim, values)
         e = run_layer(self.time_embedding[2], F.silu(run_layer(self.time_embedding[0], sin, FP32)), FP32)
         e0 = run_layer(self.time_projection[1], F.silu(e), FP32).unflatten(1, (6, self.config.dim))
