@@ -89,10 +89,18 @@ def test_fp8_files_stay_fp8(tmp_path, original, fp8, scaled):
 
 
 def test_weight_dtype_conversion_on_load(tmp_path, original):
+    """Exact against the fp32 model holding the weights rounded the way the loader keeps them (a
+    0.12 tolerance against the unrounded original let a zeroed bias or a reset norm pass)."""
+    from wan_core.dit.safetensors_loader import storage_dtype
+
     save_file(original[0], str(tmp_path / "wan.safetensors"))
     model = load_dit(tmp_path / "wan.safetensors", weight_dtype=torch.float8_e4m3fn)
     assert model.blocks[0].ffn[0].weight.dtype == torch.float8_e4m3fn
     assert model.blocks[0].modulation.dtype == torch.float32
+    rounded = {k: v.to(storage_dtype(k, v.dtype, torch.float8_e4m3fn)).float() for k, v in original[0].items()}
+    assert any(not torch.equal(rounded[k], original[0][k]) for k in rounded)
+    expected = _run(_fp32_model(TINY_T2V, rounded), TINY_T2V)
+    assert rel_err(_run(model, TINY_T2V), expected) < 1e-5
     _check_equals_original(model, original, 0.12)
 
 

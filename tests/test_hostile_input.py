@@ -168,3 +168,15 @@ def test_video_size_refuses_what_cannot_fit_before_allocating(env, width, height
     monkeypatch.undo()
     (latent, w, h, f) = video.WanCoreVideoSize().make(vae, "custom", "480p", 832, 480, 81, 1)
     assert latent["samples"].shape == (1, 16, 21, 60, 104)
+
+
+def test_prompt_count_must_fit_the_batch(env):
+    """Two prompts for a batch of three latents: refused, naming both counts."""
+    g = torch.Generator().manual_seed(1)
+    pos = [[torch.randn(2, 512, 4096, generator=g), {}]]
+    neg = [[torch.randn(1, 512, 4096, generator=g), {}]]
+    with pytest.raises(ValueError, match=r"2 positive prompts for a batch of 3 latents"):
+        with torch.inference_mode():
+            ci.pack_module("nodes.sampler_nodes").WanCoreSampler().run(
+                load(env, "t2v.safetensors"), pos, neg, {"samples": torch.zeros(3, 16, 2, 4, 6)}, seed=1, steps=2,
+                guidance=5.0, shift=5.0, scheduler="unipc", denoise=1.0)

@@ -14,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import comfy_inprocess as ci
+from conftest import rel_err
 from tiny_models.umt5 import SENTENCES, tiny_umt5_state, train_spiece, write_comfy_umt5
 from wan_core.safetensors_io import CheckpointError
 from wan_core.text.loader import load_text_encoder
@@ -93,3 +94,29 @@ def test_encode_runs_on_the_hosts_device_not_where_the_table_is(files):
     assert encoder.weight_device() == encoder.model.shared.weight.device
     encoder.compute_device = torch.device("cpu", 0)
     assert encoder.weight_device() == torch.device("cpu", 0)
+
+
+def test_encode_prompts_node_one_per_line(files):
+    """``one_prompt_per_line``: row i is line i encoded alone; one negative line per prompt or one for
+    all; an empty negative is the official default; a count that fits neither is refused."""
+    ci.host()
+    host = ci.pack_module("nodes.host")
+    prompts = ci.pack_module("nodes.prompts")
+    encoder = load_text_encoder(files["fp32"])
+    managed = host.manage(encoder, "text_encoder", "umt5", torch.device("cpu"), torch.device("cpu"))
+    node = prompts.WanCoreEncodePrompts()
+    lines = SENTENCES[:3]
+    with torch.inference_mode():
+        pos, neg = node.encode(managed, "\n".join(lines), "blurry\nstatic\nlow quality", True)
+        alone = [encoder.encode([line]) for line in lines]
+        negs = [encoder.encode([n]) for n in ("blurry", "static", "low quality")]
+        assert pos[0][0].shape[0] == 3 and neg[0][0].shape[0] == 3
+        for i in range(3):  # (batched with padding to the longest line: equal up to float rounding)
+            assert rel_err(pos[0][0][i], alone[i][0]) < 1e-5 and rel_err(neg[0][0][i], negs[i][0]) < 1e-5
+            assert rel_err(pos[0][0][i], alone[(i + 1) % 3][0]) > 1e-2  # and not another line's
+        _, default = node.encode(managed, "\n".join(lines), "   ", True)
+        assert rel_err(default[0][0], encoder.encode([prompts.OFFICIAL_NEGATIVE])) < 1e-5
+        with pytest.raises(ValueError, match="3 positive prompts but 2 negative lines"):
+            node.encode(managed, "\n".join(lines), "a\nb", True)
+        single, _ = node.encode(managed, "\n".join(lines), "", False)  # off: the text is one prompt
+        assert single[0][0].shape[0] == 1
