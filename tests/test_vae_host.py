@@ -233,3 +233,25 @@ def test_wan_decode_untiled_and_tiled_equal_core_vae_decode(host, vae_files, ver
         ref = wan_vae.decode_tiled(vae.model, z["samples"], tile, overlap)
     assert torch.allclose(tiled, ((ref[0] + 1) / 2).clamp(0, 1).permute(1, 2, 3, 0), atol=1e-6)
     assert (tiled - untiled).abs().mean() > 1e-4  # really tiled
+
+
+def test_wan_decode_reports_progress_and_stops_on_cancel(host, vae_files):
+    """Progress per latent frame through ComfyUI's progress bar; Cancel stops the decode."""
+    import comfy.utils
+
+    mm = host
+    vae = load(vae_files, "2.1")
+    z = latent("2.1", t=3, h=4, w=6)
+    seen = []
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: seen.append((value, total)))
+    try:
+        ci.pack_module("nodes.video").WanCoreDecode().decode(vae, z, False, 512, 64)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    assert seen[-1] == (3, 3) and len(seen) >= 3
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            ci.pack_module("nodes.video").WanCoreDecode().decode(vae, z, False, 512, 64)
+    finally:
+        mm.interrupt_current_processing(False)
