@@ -89,7 +89,10 @@ class WanCoreVideoSize:
             latent["samples"] = empty * mask + latent["samples"] * (1.0 - mask)
             latent["samples"][:, :, :1] = z
             latent["noise_mask"] = mask
-        return (latent, size.width, size.height, size.frames)
+        # the size it really made, in the server's history for clients (python -m wan_client's manifest)
+        return {"ui": {"wan_video_size": [{"width": size.width, "height": size.height, "frames": size.frames,
+                                           "batch": batch_size}]},
+                "result": (latent, size.width, size.height, size.frames)}
 
 
 def check_fits(vae, size, latent_shape) -> None:

@@ -187,3 +187,18 @@ def test_refusals_print_the_servers_reason():
     assert "input 'frames': Value 0 smaller than min of 1" in text
     assert "input 'tile_overlap': tile_overlap - tile_overlap (512) must be smaller" in text
     assert "input 'steps': Failed to convert an input value to a INT value (steps, abc" in text
+
+
+def test_manifest_records_what_ran(pair, tmp_path):
+    """Without --prompt the workflow's own prompt ran, and 95x65 is snapped by the server: the
+    manifest says so (today's main recorded "" and 95x65)."""
+    out = tmp_path / "out"
+    small = [a for a in SMALL]
+    i = small.index("--size")
+    small[i + 1] = "95x65"
+    assert main([WORKFLOW, "--server", pair[0].url, "--out", str(out), "--seed", "4", "--quiet", *small]) == 0
+    record = manifest_of(out)[0]
+    held = next(n["inputs"]["positive"] for n in json.loads(Path(WORKFLOW).read_text()).values()
+                if n["class_type"] == "WanCoreEncodePrompts")
+    assert record["prompt"] == held and held
+    assert record["size"] == "96x64" and record["seed"] == 4

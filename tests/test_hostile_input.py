@@ -166,7 +166,7 @@ def test_video_size_refuses_what_cannot_fit_before_allocating(env, width, height
         video.WanCoreVideoSize().make(vae, "custom", "480p", width, height, frames, batch)
     assert not allocated
     monkeypatch.undo()
-    (latent, w, h, f) = video.WanCoreVideoSize().make(vae, "custom", "480p", 832, 480, 81, 1)
+    (latent, w, h, f) = video.WanCoreVideoSize().make(vae, "custom", "480p", 832, 480, 81, 1)["result"]
     assert latent["samples"].shape == (1, 16, 21, 60, 104)
 
 

@@ -106,11 +106,17 @@ class Manifest:
 
 
 def record(job: Job, server: str, seed: Optional[int], outputs, seconds: float, status: str, base: Path,
-           error: str = "") -> dict:
-    rec = {"job": job.name, "key": job.key, "prompt": job.prompt, "seed": seed,
+           error: str = "", used: Optional[dict] = None) -> dict:
+    """A manifest line. ``used``: what ran (the prompt the queued workflow held, the size the server
+    made), which wins over the job's own settings where they differ."""
+    used = used or {}
+    rec = {"job": job.name, "key": job.key, "prompt": used.get("prompt", job.prompt), "seed": seed,
            "settings": {k: v for k, v in job.settings.items() if k != "prompt"}, "workflow": job.workflow,
            "server": server, "outputs": [os.path.relpath(p, base) for p in outputs],
            "seconds": round(seconds, 2), "status": status}
+    for key in ("size", "frames"):
+        if key in used:
+            rec[key] = used[key]
     if error:
         rec["error"] = error
     return rec

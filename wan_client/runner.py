@@ -47,6 +47,22 @@ class ServerState:
     listener: Optional[asyncio.Task] = None
 
 
+def what_ran(prompt: dict, entry: dict) -> dict:
+    """The prompt text the queued workflow held and the video size the server reports having made."""
+    used = {}
+    for node in prompt.values():
+        if node["class_type"] in ("WanCoreEncodePrompts", "CLIPTextEncode"):
+            text = node["inputs"].get("positive", node["inputs"].get("text"))
+            if isinstance(text, str):
+                used["prompt"] = text
+                break
+    for node_out in entry.get("outputs", {}).values():
+        for size in node_out.get("wan_video_size", []):
+            used["size"] = f"{size['width']}x{size['height']}"
+            used["frames"] = size["frames"]
+    return used
+
+
 class Runner:
     def __init__(self, workflow: Workflow, servers: List[Server], out_dir: Path, manifest: Manifest,
                  display: Display, prefix: str = "", name_outputs_by_job: bool = True, per_server: int = 1):
@@ -190,7 +206,8 @@ class Runner:
                     name = f"{run.job.name}_{name}"
                 files.append(await asyncio.to_thread(state.server.download, item, self.out_dir / (self.prefix + name)))
             self.display.finished(run.job, _host(state), files, seconds)
-            rec = record(run.job, state.server.url, run.seed, files, seconds, "success", self.manifest.base)
+            rec = record(run.job, state.server.url, run.seed, files, seconds, "success", self.manifest.base,
+                         used=what_ran(run.prompt, entry))
         self.manifest.add(rec)
         self.results.append(rec)
 
