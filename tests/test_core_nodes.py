@@ -118,13 +118,15 @@ def test_step_caches_skip_the_same_steps(models, node):
     assert rel_err(ours, native) < TOL
 
 
-def test_context_windows_over_a_longer_latent(models):
-    """WanContextWindowsManual: 9 latent frames (33 video frames) in windows of 17 frames, overlap 8."""
+@pytest.mark.parametrize("fuse_method,freenoise", [("pyramid", False), ("pyramid", True), ("flat", True)])
+def test_context_windows_over_a_longer_latent(models, fuse_method, freenoise):
+    """WanContextWindowsManual: 9 latent frames (33 video frames) in windows of 17 frames, overlap 8;
+    with FreeNoise as the shipped long-video workflow uses it."""
 
     def patch(model):
         return ci.run_node("WanContextWindowsManual", model=shift(model), context_length=17, context_overlap=8,
                            context_schedule="standard_static", context_stride=1, closed_loop=False,
-                           fuse_method="pyramid", freenoise=False)[0]
+                           fuse_method=fuse_method, freenoise=freenoise)[0]
 
     (ours, n_ours), (native, n_native) = both(models, patch, lat=latent(frames=9), steps=3)
     assert n_ours == n_native > 3  # several windows per step

@@ -203,19 +203,24 @@ def test_step_caches_in_front_of_wan_sampler(env, node, caplog):
                       f"the step cache: {steps - our_passes} of {steps} DiT passes saved)"]
 
 
-def test_context_windows_in_front_of_wan_sampler(env):
-    """A latent longer than the window (9 latent frames = 33 video frames; windows of 17, overlap 8)."""
+@pytest.mark.parametrize("freenoise", [False, True])
+def test_context_windows_in_front_of_wan_sampler(env, freenoise):
+    """A latent longer than the window (9 latent frames = 33 video frames; windows of 17, overlap 8),
+    with and without FreeNoise (the shipped long-video workflow uses it)."""
 
-    def windows(m):
+    def windows(m, freenoise=freenoise):
         return ci.run_node("WanContextWindowsManual", model=m, context_length=17, context_overlap=8,
                            context_schedule="standard_static", context_stride=1, closed_loop=False,
-                           fuse_method="pyramid", freenoise=False)[0]
+                           fuse_method="pyramid", freenoise=freenoise)[0]
 
     pos, neg = conds(6)
     lat = torch.zeros(1, 16, 9, 6, 10)
     got = wan_sampler(windows(load(env, "t2v")), pos, neg, lat, scheduler="euler", steps=4)
     ref = ksampler_native(windows(native(env, "t2v")), pos, neg, lat, 4, 5.0)
     assert rel_err(got, ref) < TOL
+    if freenoise:  # FreeNoise really acted (it reorders the noise across windows)
+        plain = wan_sampler(windows(load(env, "t2v"), False), pos, neg, lat, scheduler="euler", steps=4)
+        assert rel_err(got, plain) > 1e-3
 
 
 @pytest.mark.parametrize("name,kwargs,cfg", [
