@@ -209,7 +209,8 @@ def test_compact_weights_stay_compact_under_lora(host, loaders, t2v_files, kind)
     before = (q.weight.dtype, q.weight.data_ptr(), q.weight.clone())
     patched = native_lora(ours, lora)
     x, sigma, ctx = inputs(TINY_T2V)
-    run(patched, x, sigma, ctx)
+    base = run(ours, x, sigma, ctx)
+    assert rel_err(run(patched, x, sigma, ctx), base) > 1e-2  # the LoRA acts, though the weights are untouched
     assert (q.weight.dtype, q.weight.data_ptr()) == before[:2] and torch.equal(q.weight, before[2])
     assert set(q.patch_functions) == {"weight", "bias"}  # LoRA + diff_b, per call
     assert patched.model_size() == ours.model_size()
@@ -223,6 +224,8 @@ def test_stacked_fractional_negative_strengths(host, loaders, t2v_files):
         ref = run(native_lora(native_lora(native, a, 0.6), b, -0.35), x, sigma, ctx)
         got = run(native_lora(native_lora(ours, a, 0.6), b, -0.35), x, sigma, ctx)
         assert rel_err(got, ref) < TOL, kind
+        only_a = run(native_lora(ours, a, 0.6), x, sigma, ctx)
+        assert rel_err(got, only_a) > 1e-3 and rel_err(only_a, run(ours, x, sigma, ctx)) > 1e-3  # both act
 
 
 def partial_run(patcher, budget, x, sigma, ctx):

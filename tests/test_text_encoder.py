@@ -199,3 +199,16 @@ def test_cast_workspace_reuses_buffers_without_changing_results():
     for a, b in zip(plain, reused):
         assert torch.equal(a, b)
     assert not torch.equal(reused[0], reused[1])
+
+
+def test_long_prompt_uses_far_position_buckets_and_matches_references(umt5, spiece, tmp_path):
+    """A prompt of a few hundred tokens (distances past umt5's 128-token bucket horizon) against
+    transformers and ComfyUI: the short prompts above never reach the far relative-position buckets."""
+    sd, path = umt5
+    enc = load_text_encoder(path)
+    long = " ".join(SENTENCES[:8])  # 257 tokens with the test vocabulary
+    ids = enc.tokenize([long, PROMPTS[0]])
+    assert 200 < len(ids[0]) <= 512
+    ours = enc.encode_ids(ids)
+    assert rel_err(ours, _transformers_ref(sd, ids)) < 1e-4
+    assert rel_err(load_text_encoder(path).encode([long]), _comfy_ref(sd, spiece, [long], tmp_path)) < 1e-4
