@@ -4,6 +4,7 @@ checked against their API twins and the live /object_info."""
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,10 @@ def test_nodes_registered_without_import_errors(server):
 
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_workflow_runs_and_writes_mp4(server, name):
+    """Each shipped workflow, scaled down: an mp4 of the right length, size and rate whose pixels
+    are a picture (not black, not constant, varying from frame to frame); for A14B, the log shows
+    the switch to the low-noise expert."""
+    before = len(server.read_log())
     wf = shrink(load_api(name), name)
     entry = run_ok(server, wf)
     files = server.output_files(entry, ".mp4")
@@ -139,6 +144,12 @@ def test_workflow_runs_and_writes_mp4(server, name):
     w, h = SMALL[name]
     assert (frames, width, height) == (9, w, h)
     assert fps == wf["8"]["inputs"]["fps"]
+    pixels = decoded_frames(files[0]).astype(float)
+    assert 5 < pixels.mean() < 250 and pixels.std() > 5  # not black, white or flat
+    assert pixels.std(axis=(1, 2, 3)).min() > 1 and abs(pixels[0] - pixels[-1]).mean() > 1  # every frame, and moving
+    if "A14B" in name:
+        assert re.search(r"Wan A14B: \d+ steps on the high-noise expert, [1-9]\d* on the low-noise expert",
+                         server.read_log()[before:]), "the low-noise expert did not run"
 
 
 def test_lora_workflows_patch_the_model(server):
