@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 
 import comfy.model_management as mm
 import comfy.utils
@@ -19,14 +18,10 @@ CATEGORY = "Wan Video (wan_core)"
 
 
 def _fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """IMAGE [N, H, W, 3] (0..1) -> first frame as [1, 3, 1, height, width] in [-1, 1], center-cropped."""
-    x = image[:1].movedim(-1, 1).float()
-    h, w = x.shape[-2:]
-    scale = max(width / w, height / h)
-    x = F.interpolate(x, size=(max(height, round(h * scale)), max(width, round(w * scale))), mode="bilinear",
-                      antialias=True, align_corners=False)
-    top, left = (x.shape[-2] - height) // 2, (x.shape[-1] - width) // 2
-    x = x[..., top: top + height, left: left + width]
+    """IMAGE [N, H, W, 3] (0..1) -> first frame as [1, 3, 1, height, width] in [-1, 1]: center-cropped to
+    the aspect and resized as core's Wan22ImageToVideoLatent does (``common_upscale``, bilinear), so a
+    start image gives the same latent through either node."""
+    x = comfy.utils.common_upscale(image[:1].movedim(-1, 1).float(), width, height, "bilinear", "center")
     return (x * 2 - 1).unsqueeze(2)
 
 

@@ -255,3 +255,26 @@ def test_wan_decode_reports_progress_and_stops_on_cancel(host, vae_files):
             ci.pack_module("nodes.video").WanCoreDecode().decode(vae, z, False, 512, 64)
     finally:
         mm.interrupt_current_processing(False)
+
+
+def test_start_image_latent_equals_core_wan22_image_to_video_latent(host, vae_files):
+    """TI2V start frame: a non-uniform image of another size and aspect through Wan Video Size and
+    through core Wan22ImageToVideoLatent (same VAE file): the same resize and crop, latent and mask."""
+    import nodes as core_nodes
+
+    vae = load(vae_files, "2.2")
+    g = torch.Generator().manual_seed(3)
+    image = torch.rand(1, 270, 450, 3, generator=g)  # 5:3, larger: scaled down to 160x96, cropped for 128x128
+    image[:, :, :120] *= 0.3  # structure, so crop and resize matter
+    core_vae = core_nodes.VAELoader().load_vae(vae_files["2.2"].name)[0]
+    node = core_nodes.NODE_CLASS_MAPPINGS["Wan22ImageToVideoLatent"]
+    for w, h in ((160, 96), (128, 128)):
+        ours = ci.pack_module("nodes.video").WanCoreVideoSize().make(vae, "custom", "480p", w, h, 5, 1,
+                                                                     start_image=image)["result"][0]
+        (native,) = ci.run_node("Wan22ImageToVideoLatent", vae=core_vae, width=w, height=h, length=5, batch_size=1,
+                                start_image=image)
+        assert ours["samples"].shape == native["samples"].shape
+        assert torch.equal(ours["noise_mask"], native["noise_mask"])
+        diff = (ours["samples"] - native["samples"]).abs().max() / native["samples"].abs().max()
+        assert diff < 1e-4, (w, h, float(diff))
+    assert node is not None
