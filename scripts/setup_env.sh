@@ -59,12 +59,14 @@ fi
 CHROMIUM="$(command -v chromium || true)"
 if [ -z "$CHROMIUM" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "[setup] installing chromium (front-end check)"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || true
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    || echo "[setup] WARNING: could not install chromium: the front-end check will fail under CI, skip elsewhere" >&2
   CHROMIUM="$(command -v chromium || true)"
 fi
 if [ ! -f "$CACHE/node/node_modules/playwright-core/index.mjs" ] && command -v npm >/dev/null; then
   echo "[setup] installing playwright-core (front-end check)"
-  mkdir -p "$CACHE/node" && (cd "$CACHE/node" && npm install --silent --no-audit --no-fund playwright-core@1 >/dev/null 2>&1) || true
+  mkdir -p "$CACHE/node" && (cd "$CACHE/node" && npm install --silent --no-audit --no-fund playwright-core@1 >/dev/null 2>&1) \
+    || echo "[setup] WARNING: could not install playwright-core: the front-end check will fail under CI" >&2
 fi
 cat > "$CACHE/env.sh" <<ENV
 export WAN_PACK_VENV="$VENV"
