@@ -52,6 +52,13 @@ def write_prompts(path: Path, lines):
     return path
 
 
+def count_frames(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(c.streams.video[0]))
+
+
 def manifest_of(out: Path):
     return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
 
@@ -77,6 +84,15 @@ def test_prompts_file_over_two_servers_then_rerun_skips(pair, tmp_path):
     by_job = {r["job"]: r for r in records}
     assert by_job["job002"]["seed"] == 5 and by_job["job002"]["prompt"] == "一只猫在草地上散步"
     assert by_job["job003"]["settings"]["steps"] == 3 and by_job["job001"]["workflow"] == Path(WORKFLOW).name
+    # what the servers ran, read back from them (/history) and from the videos, not from our own input
+    servers = {s.url: s for s in pair}
+    for job, text, seed, steps in (("job002", "一只猫在草地上散步", 5, 2), ("job003", "waves on a beach", 9, 3)):
+        rec = by_job[job]
+        ran = servers[rec["server"]].get(f"/history/{rec['prompt_id']}")[rec["prompt_id"]]["prompt"][2]
+        nodes = {n["class_type"]: n["inputs"] for n in ran.values()}
+        assert nodes["WanCoreEncodePrompts"]["positive"] == text
+        assert (nodes["WanCoreSampler"]["seed"], nodes["WanCoreSampler"]["steps"]) == (seed, steps)
+        assert count_frames(out / rec["outputs"][0]) == 9
     assert sum(executed(s) for s in pair) - sum(before) == 3  # each job queued exactly once
 
     assert main(args) == 0  # the same command again: everything is in the manifest

@@ -208,6 +208,7 @@ class Runner:
             self.display.finished(run.job, _host(state), files, seconds)
             rec = record(run.job, state.server.url, run.seed, files, seconds, "success", self.manifest.base,
                          used=what_ran(run.prompt, entry))
+        rec["prompt_id"] = prompt_id  # GET /history/<prompt_id> on the server shows what ran
         self.manifest.add(rec)
         self.results.append(rec)
 
