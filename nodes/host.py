@@ -156,6 +156,11 @@ def check_schema(node_cls, **values):
             if isinstance(kind, list) and value not in kind:
                 choices = kind if len(kind) <= 20 else f"{len(kind)} files in the model folders"
                 return f"{name}: {value!r} is not one of {choices}"
+            if kind in ("INT", "FLOAT") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                try:  # ComfyUI converts numbers given as strings; anything else is refused, naming the input
+                    value = float(value) if kind == "FLOAT" else int(value)
+                except (TypeError, ValueError):
+                    return f"{name}: {value!r} is not a number ({kind.lower()} expected)"
             if kind == "FLOAT" and not math.isfinite(float(value)):
                 return f"{name}: {value} is not a finite number"
             if kind in ("INT", "FLOAT"):

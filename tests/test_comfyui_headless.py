@@ -231,6 +231,16 @@ def test_bad_values_give_400_with_node_errors(server):
     wf["2"]["inputs"]["dit_name"] = "not_downloaded.safetensors"
     status, body = server.queue(wf)
     assert status == 400 and "2" in body["node_errors"], body
+    # a wrong type: every error names the input it is about (today's main: "'<' not supported between
+    # instances of 'str' and 'int'", attributed to the input 'samples')
+    wf = shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B")
+    wf["6"]["inputs"]["steps"] = "abc"
+    status, body = server.queue(wf)
+    errors = body["node_errors"]["6"]["errors"]
+    assert status == 400 and errors, body
+    assert "not supported between" not in json.dumps(body)
+    assert any(e["extra_info"].get("input_name") == "steps" and "abc" in e["details"] for e in errors), errors
+    assert all("steps" in e["details"] for e in errors), errors
 
 
 def test_runtime_error_is_clear_and_server_survives(server):

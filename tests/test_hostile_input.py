@@ -91,6 +91,11 @@ def test_other_nodes_refuse_non_finite_numbers(env):
     # the schema check behind VALIDATE_INPUTS (ComfyUI's own min/max let NaN through)
     assert host.check_schema(nodes.WanCoreSampler, guidance=NAN) == "guidance: nan is not a finite number"
     assert host.check_schema(nodes.WanCoreSampler, guidance=5.0) is None
+    # a wrong type reaches VALIDATE_INPUTS as it came (ComfyUI reports its own conversion error
+    # beside ours): a clear message, not "'<' not supported between 'str' and 'int'"
+    assert host.check_schema(nodes.WanCoreSampler, steps="abc") == "steps: 'abc' is not a number (int expected)"
+    assert host.check_schema(nodes.WanCoreSampler, steps="12") is None
+    assert host.check_schema(nodes.WanCoreSampler, guidance=None) == "guidance: None is not a number (float expected)"
 
 
 def test_a_latent_that_turns_nan_stops_the_run_naming_the_step(env):
