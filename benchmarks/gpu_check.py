@@ -164,7 +164,8 @@ def decode_after_dit_graphs(impl: str, args) -> tuple:
 
 
 def probe_job(server: ComfyServer, prompt: dict, timeout: float) -> dict:
-    r = run_job_sync(server, prompt, timeout)
+    """Run one graph; wall time and the probe node's readings."""
+    r = asyncio.run(run_job(server, prompt, timeout))
     probe = next(o for o in r["entry"]["outputs"].values() if "cuda_peak_bytes" in o)
     r.update(peak=probe["cuda_peak_bytes"][0], used=probe["device_used_bytes"][0])
     return r
@@ -193,16 +194,10 @@ def job(server: ComfyServer, prompt: dict, timeout: float) -> dict:
     """Run one graph; wall time, probe readings and the saved latent."""
     from safetensors.torch import load_file
 
-    r = run_job_sync(server, prompt, timeout)
-    probe = next(o for o in r["entry"]["outputs"].values() if "cuda_peak_bytes" in o)
+    r = probe_job(server, prompt, timeout)
     latent_file = server.output_files(r["entry"], ".latent")[0]
-    r.update(peak=probe["cuda_peak_bytes"][0], used=probe["device_used_bytes"][0],
-             latent=load_file(str(latent_file))["latent_tensor"].float())
+    r["latent"] = load_file(str(latent_file))["latent_tensor"].float()
     return r
-
-
-def run_job_sync(server, prompt, timeout):
-    return asyncio.run(run_job(server, prompt, timeout))
 
 
 def rel(a, b) -> float:

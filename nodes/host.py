@@ -86,14 +86,13 @@ def vae_operations(device: torch.device):
     return torch.nn if device.type == "cpu" else comfy.ops.disable_weight_init
 
 
-def compute_dtype(device: torch.device, weight_dtype: Optional[torch.dtype] = None) -> torch.dtype:
-    """fp32 on the CPU; bf16 where the GPU supports it, else fp16 for fp16 weights, else fp32."""
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """The text encoder's: fp32 on the CPU; bf16 where the GPU supports it, else fp32 (umt5 overflows
+    in fp16)."""
     if device.type == "cpu":
         return torch.float32
     if mm.should_use_bf16(device):
         return torch.bfloat16
-    if weight_dtype == torch.float16 and mm.should_use_fp16(device):
-        return torch.float16
     return torch.float32
 
 

@@ -96,7 +96,8 @@ def check_fits(vae, size, latent_shape) -> None:
     finished frames in memory (all of them, as IMAGE). Names the estimate and what fits instead."""
     cfg = vae.model.config
     batch = latent_shape[0]
-    frame_bytes = size.width * size.height * 3 * torch.finfo(mm.intermediate_dtype()).bits // 8
+    pixel_bytes = 3 * torch.finfo(mm.intermediate_dtype()).bits // 8  # an IMAGE pixel
+    frame_bytes = size.width * size.height * pixel_bytes
     frames_bytes = batch * size.frames * frame_bytes
     # the least the decoder can work with: core's fallback tiles (an untiled decode that does not fit
     # falls back to them on a GPU); what cannot fit even so is refused
@@ -116,7 +117,7 @@ def check_fits(vae, size, latent_shape) -> None:
         return
     max_frames = max(1, int((0.8 * ram_total - (work if same else 0)) // max(1, batch * frame_bytes)))
     max_frames = max(1, (max_frames - 1) // 4 * 4 + 1)
-    max_pixels = int(0.8 * ram_total / max(1, batch * size.frames * 12))
+    max_pixels = int(0.8 * ram_total / max(1, batch * size.frames * pixel_bytes))
     raise ValueError(f"{size.width}x{size.height}, {size.frames} frames, batch {batch} does not fit this machine: "
                      f"{'; '.join(problems)}. At this size at most {max_frames} frames per batch fit; at "
                      f"{size.frames} frames at most about {max_pixels // 1000}k pixels per frame (e.g. "

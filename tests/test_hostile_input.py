@@ -4,7 +4,6 @@ the input or file and says what to do (issue: no silent black videos)."""
 
 from __future__ import annotations
 
-import math
 import os
 
 import pytest
@@ -143,11 +142,11 @@ def test_loader_lists_no_diffusers_shards_and_no_broken_links(env, tmp_path):
     os.symlink(folder / "gone.safetensors", folder / "dangling.safetensors")
     folder_paths.add_model_folder_path("diffusion_models", str(folder))
     host.register_model_folders()
-    folder_paths.filename_list_cache.clear() if hasattr(folder_paths, "filename_list_cache") else None
+    if hasattr(folder_paths, "filename_list_cache"):  # listed afresh, with the new folder
+        folder_paths.filename_list_cache.clear()
     names = host.model_choices(host.DIT_KEY, "transformer")
     assert "wan_real.safetensors" in names
     assert not [n for n in names if "-of-0000" in n or n == "dangling.safetensors"], names
-    assert math.isfinite(len(names))
 
 
 @pytest.mark.parametrize("width,height,frames,batch", [(4096, 4096, 1025, 1), (4096, 4096, 1025, 64),

@@ -267,7 +267,6 @@ def test_start_image_latent_equals_core_wan22_image_to_video_latent(host, vae_fi
     image = torch.rand(1, 270, 450, 3, generator=g)  # 5:3, larger: scaled down to 160x96, cropped for 128x128
     image[:, :, :120] *= 0.3  # structure, so crop and resize matter
     core_vae = core_nodes.VAELoader().load_vae(vae_files["2.2"].name)[0]
-    node = core_nodes.NODE_CLASS_MAPPINGS["Wan22ImageToVideoLatent"]
     for w, h in ((160, 96), (128, 128)):
         ours = ci.pack_module("nodes.video").WanCoreVideoSize().make(vae, "custom", "480p", w, h, 5, 1,
                                                                      start_image=image)["result"][0]
@@ -277,4 +276,3 @@ def test_start_image_latent_equals_core_wan22_image_to_video_latent(host, vae_fi
         assert torch.equal(ours["noise_mask"], native["noise_mask"])
         diff = (ours["samples"] - native["samples"]).abs().max() / native["samples"].abs().max()
         assert diff < 1e-4, (w, h, float(diff))
-    assert node is not None
