@@ -139,32 +139,3 @@ def experts_match(high, low) -> None:
             f"the high- and low-noise experts are different models: {getattr(high, 'source', 'model')} is "
             f"{a.family} (dim {a.dim}, {a.num_layers} layers) and {getattr(low, 'source', 'model_low_noise')} is "
             f"{b.family} (dim {b.dim}, {b.num_layers} layers). Load both experts of one Wan2.2 A14B release.")
-
-
-def check_schema(node_cls, **values):
-    """ComfyUI skips its own list/min/max checks for inputs a VALIDATE_INPUTS names: redo them.
-
-    Returns an error message, or None when every value fits the node's INPUT_TYPES.
-    """
-    spec = node_cls.INPUT_TYPES()
-    for group in ("required", "optional"):
-        for name, entry in spec.get(group, {}).items():
-            if name not in values:
-                continue
-            kind, opts, value = entry[0], (entry[1] if len(entry) > 1 else {}), values[name]
-            if isinstance(kind, list) and value not in kind:
-                choices = kind if len(kind) <= 20 else f"{len(kind)} files in the model folders"
-                return f"{name}: {value!r} is not one of {choices}"
-            if kind in ("INT", "FLOAT") and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                try:  # ComfyUI converts numbers given as strings; anything else is refused, naming the input
-                    value = float(value) if kind == "FLOAT" else int(value)
-                except (TypeError, ValueError):
-                    return f"{name}: {value!r} is not a number ({kind.lower()} expected)"
-            if kind == "FLOAT" and not math.isfinite(float(value)):
-                return f"{name}: {value} is not a finite number"
-            if kind in ("INT", "FLOAT"):
-                if "min" in opts and value < opts["min"]:
-                    return f"{name}: {value} is below the minimum {opts['min']}"
-                if "max" in opts and value > opts["max"]:
-                    return f"{name}: {value} is above the maximum {opts['max']}"
-    return None

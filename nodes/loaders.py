@@ -15,7 +15,7 @@ from ..wan_core.text.loader import load_text_encoder
 from ..wan_core.vae.loader import load_vae
 from .core_model import wrap_dit
 from .dit_loading import load_host_model
-from .host import (DIT_KEY, check_schema, TEXT_ENCODER_KEY, VAE_KEY, VAE_WORKING_DTYPES, compute_dtype,
+from .host import (DIT_KEY, TEXT_ENCODER_KEY, VAE_KEY, VAE_WORKING_DTYPES, compute_dtype,
                    gguf_compute_dtype, manage, model_choices, resolve_model, vae_operations, weight_dtype_choice)
 from .model_adapter import HOST_ATTENTION, ComfyWanDiT
 
@@ -53,16 +53,10 @@ class WanCoreLoadDiT:
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, dit_name, weight_dtype, attention):
-        error = check_schema(cls, dit_name=dit_name, weight_dtype=weight_dtype, attention=attention)
-        if error:
-            return error
-        if str(dit_name).lower().endswith(".gguf") and weight_dtype != "default":
-            return f"{dit_name} is GGUF: it keeps its own quantization; set weight_dtype to default"
-        return True
-
     def load(self, dit_name, weight_dtype, attention):
+        if str(dit_name).lower().endswith(".gguf") and weight_dtype != "default":
+            raise ValueError(f"weight_dtype is {weight_dtype}: {dit_name} is GGUF and keeps its own quantization; "
+                             "set weight_dtype to default")
         return (load_wan_model(resolve_model(DIT_KEY, dit_name, "transformer"), weight_dtype, attention),)
 
 

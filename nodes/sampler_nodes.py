@@ -11,7 +11,7 @@ import latent_preview
 import torch
 
 from ..wan_core.sampling.schedulers import DMD_TIMESTEPS, SCHEDULERS
-from .host import check_schema, experts_match, require_finite
+from .host import experts_match, require_finite
 from .model_adapter import ComfyWanDiT
 from .prompts import embeddings_from_conditioning
 from .sampling import ExpertGuider, WanNoise, cfg_guider, official_sigmas, wan_sampler
@@ -80,6 +80,21 @@ class PassCounter:
         return text
 
 
+def dmd_settings_fit(scheduler: str, steps: int, guidance: float, denoise: float) -> None:
+    """DMD (FastWan) runs FastVideo's 3 fixed steps from pure noise without CFG: refuse other settings,
+    naming the input to change (checked before any model is loaded or sampled)."""
+    if scheduler != "dmd":
+        return
+    if steps != len(DMD_TIMESTEPS):
+        raise ValueError(f"steps is {steps}: dmd runs {len(DMD_TIMESTEPS)} steps at t = {list(DMD_TIMESTEPS)}; "
+                         "set steps to 3")
+    if guidance != 1.0:
+        raise ValueError(f"guidance is {guidance}: dmd (FastWan) is distilled without classifier-free guidance; "
+                         "set guidance to 1.0")
+    if denoise != 1.0:
+        raise ValueError(f"denoise is {denoise}: dmd starts from pure noise; set denoise to 1.0")
+
+
 class WanCoreSampler:
     DESCRIPTION = ("Generates a video latent with a Wan DiT: flow matching with UniPC (official default), DPM++ "
                    "2M, Euler, or DMD 3-step (FastWan, no CFG), on ComfyUI's own guider, so LoRAs, EasyCache / "
@@ -126,24 +141,11 @@ class WanCoreSampler:
     FUNCTION = "run"
     CATEGORY = CATEGORY
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, scheduler, steps, guidance, denoise):
-        error = check_schema(cls, scheduler=scheduler, steps=steps, guidance=guidance, denoise=denoise)
-        if error:
-            return error
-        if scheduler == "dmd":
-            if steps != len(DMD_TIMESTEPS):
-                return f"dmd runs {len(DMD_TIMESTEPS)} steps at t = {list(DMD_TIMESTEPS)}; set steps to 3"
-            if guidance != 1.0:
-                return "dmd (FastWan) is distilled without classifier-free guidance; set guidance to 1.0"
-            if denoise != 1.0:
-                return "dmd starts from pure noise; set denoise to 1.0"
-        return True
-
     def run(self, model, positive, negative, latent, seed, steps, guidance, shift, scheduler, denoise,
             model_low_noise=None, guidance_low_noise=3.0, boundary=0.875, cfg_mode="batched"):
         require_finite(guidance=guidance, shift=shift, denoise=denoise, guidance_low_noise=guidance_low_noise,
                        boundary=boundary)
+        dmd_settings_fit(scheduler, steps, guidance, denoise)
         samples = latent["samples"]
         dit = wan_dit(model, "model")
         experts = [(model, guidance)] + ([] if model_low_noise is None else [(model_low_noise, guidance_low_noise)])

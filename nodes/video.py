@@ -11,7 +11,6 @@ import comfy.utils
 
 from ..wan_core.sizes import ASPECT_RATIOS, TIER_PIXELS, pixel_multiple, preset_size, snap_video_size
 from ..wan_core.vae import decode_bytes, decode_tiled, encode_bytes
-from .host import check_schema
 
 log = logging.getLogger("wan_core")
 CATEGORY = "Wan Video (wan_core)"
@@ -141,22 +140,19 @@ class WanCoreDecode:
                                      "tooltip": "Least overlap between neighbouring tiles in pixels, cross-faded."}),
         }}
 
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("frames",)
-    OUTPUT_TOOLTIPS = ("Frames [B*F, H, W, 3] in 0..1: connect to Create Video -> Save Video.",)
+    RETURN_TYPES = ("IMAGE", "IMAGE")
+    RETURN_NAMES = ("frames", "videos")
+    OUTPUT_IS_LIST = (False, True)
+    OUTPUT_TOOLTIPS = ("All frames [B*F, H, W, 3] in 0..1, the batch's videos back to back (as core VAEDecode).",
+                       "One IMAGE [F, H, W, 3] per video of the batch (per prompt line, in order): connect to "
+                       "Create Video -> Save Video and ComfyUI makes and saves one video each.")
     FUNCTION = "decode"
     CATEGORY = CATEGORY
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, tile_size, tile_overlap):
-        error = check_schema(cls, tile_size=tile_size, tile_overlap=tile_overlap)
-        if error:
-            return error
-        if tile_overlap >= tile_size:
-            return f"tile_overlap ({tile_overlap}) must be smaller than tile_size ({tile_size})"
-        return True
-
     def decode(self, vae, samples, tiled, tile_size, tile_overlap):
+        if tiled and tile_overlap >= tile_size:
+            raise ValueError(f"tile_overlap ({tile_overlap}) must be smaller than tile_size ({tile_size}); "
+                             "lower tile_overlap or raise tile_size")
         z = samples["samples"]
         if z.dim() != 5:
             raise ValueError(f"expected a video latent [B, C, T, H, W]; got shape {tuple(z.shape)} (an image latent?)")
@@ -188,7 +184,7 @@ class WanCoreDecode:
                     del e
                     mm.soft_empty_cache()
                     self._tiled(vae, zi, fallback, fallback // 4, step, target)
-        return (out,)
+        return (out, [out[i * frames: (i + 1) * frames] for i in range(z.shape[0])])
 
     @staticmethod
     def _tiled(vae, z, tile, overlap, step, target):

@@ -87,14 +87,15 @@ def test_other_nodes_refuse_non_finite_numbers(env):
         nodes.WanCoreExpertGuider().get(model, model, pos, neg, 4.0, 3.0, NAN)
     with pytest.raises(ValueError, match=r"^strength is nan"):
         lora.WanCoreLoraLoader().load(model, "good.safetensors", NAN)
-    # the schema check behind VALIDATE_INPUTS (ComfyUI's own min/max let NaN through)
-    assert host.check_schema(nodes.WanCoreSampler, guidance=NAN) == "guidance: nan is not a finite number"
-    assert host.check_schema(nodes.WanCoreSampler, guidance=5.0) is None
-    # a wrong type reaches VALIDATE_INPUTS as it came (ComfyUI reports its own conversion error
-    # beside ours): a clear message, not "'<' not supported between 'str' and 'int'"
-    assert host.check_schema(nodes.WanCoreSampler, steps="abc") == "steps: 'abc' is not a number (int expected)"
-    assert host.check_schema(nodes.WanCoreSampler, steps="12") is None
-    assert host.check_schema(nodes.WanCoreSampler, guidance=None) == "guidance: None is not a number (float expected)"
+    with pytest.raises(ValueError, match=r"^steps is 8: dmd runs 3 steps"):
+        sample(model, scheduler="dmd", steps=8, guidance=1.0)
+    with pytest.raises(ValueError, match=r"^guidance is 5.0: dmd .* set guidance to 1.0"):
+        sample(model, scheduler="dmd", steps=3, guidance=5.0)
+    with pytest.raises(ValueError, match=r"^tile_overlap \(512\) must be smaller than tile_size \(512\)"):
+        ci.pack_module("nodes.video").WanCoreDecode().decode(None, {"samples": torch.zeros(1, 16, 2, 4, 6)},
+                                                             True, 512, 512)
+    with pytest.raises(ValueError, match=r"^weight_dtype is fp16: x\.gguf is GGUF"):
+        ci.pack_module("nodes.loaders").WanCoreLoadDiT().load("x.gguf", "fp16", "auto")
 
 
 def test_a_latent_that_turns_nan_stops_the_run_naming_the_step(env):

@@ -1,6 +1,7 @@
 """Sampling: official solver grids and loops, diffusers WanPipeline parity, seeds, batches, CFG
 call counts, DMD, partial denoise, TI2V start frame, the A14B expert switch, interruption."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -235,8 +236,45 @@ def test_guidance_one_skips_uncond_and_batched_equals_sequential():
     assert rel_err(batched, seq) < 1e-5
 
 
+def fastvideo_dmd(model, text, shape, seed, timesteps=(1000, 757, 522)):
+    """FastVideo 0.2.1's DMD stage for one video, transcribed from its code (FastVideo cannot be
+    installed here: it pins torch 2.12, gradio, ray, flashinfer):
+
+    - ``pipelines/stages/input_validation.py``: ``batch.generator = [torch.Generator("cpu").manual_seed(seed)]``;
+      ``latent_preparation.py``: the initial latents are ``randn_tensor(shape, generator)`` from it;
+    - ``pipelines/stages/denoising.py`` ``DmdDenoisingStage``: its own ``FlowMatchEulerDiscreteScheduler(shift=8.0)``;
+      the model gets the integer timestep; ``pred_noise_to_pred_video`` (``models/utils.py``) takes the sigma of
+      the table entry whose timestep is nearest and computes ``x - sigma * v`` in float64; before every step but
+      the last, ``noise = torch.randn(latents.shape, generator=batch.generator[0])`` and the scheduler's
+      ``add_noise`` gives ``(1 - sigma_next) * x0 + sigma_next * noise`` (same table lookup);
+    - ``models/schedulers/scheduling_flow_match_euler_discrete.py`` ``__init__``: timesteps
+      ``linspace(1, 1000, 1000, float32)[::-1]``, sigmas ``t / 1000`` shifted ``s' = 8 s / (1 + 7 s)``,
+      table timesteps ``s' * 1000``.
+    """
+    table_t = torch.from_numpy(np.linspace(1, 1000, 1000, dtype=np.float32)[::-1].copy())
+    sigmas = table_t / 1000
+    sigmas = 8.0 * sigmas / (1 + 7.0 * sigmas)
+    table_timesteps = sigmas * 1000
+
+    def sigma_of(t):
+        return sigmas[torch.argmin((table_timesteps - t).abs())]
+
+    generator = torch.Generator("cpu").manual_seed(seed)
+    latents = torch.randn(shape, generator=generator)
+    for i, t in enumerate(timesteps):
+        v = model(latents, torch.tensor([float(t)]), text)
+        pred_video = (latents.double() - sigma_of(t).double() * v.double()).float()
+        if i < len(timesteps) - 1:
+            noise = torch.randn(shape, generator=generator)
+            s = sigma_of(timesteps[i + 1])
+            latents = (1 - s) * pred_video + s * noise
+        else:
+            latents = pred_video
+    return latents
+
+
 @torch.no_grad()
-def test_dmd_three_forwards_fresh_noise():
+def test_dmd_matches_fastvideos_stage():
     model = tiny_dit(TINY_TI2V, seed=1)
     counter = CallCounter(model)
     pos, _ = _texts()
@@ -244,18 +282,26 @@ def test_dmd_three_forwards_fresh_noise():
     out = sample(model, pos, None, torch.zeros(shape), SamplerSettings(scheduler="dmd", guidance=1.0, seed=9))
     assert counter.calls == 3
     assert [float(t.flatten()[0]) for t in counter.timesteps] == [1000.0, 757.0, 522.0]
-    # the official DMD recipe written out: x0 = x - s v; re-noise with fresh seeded noise
-    g = torch.Generator().manual_seed(9)
-    x = torch.randn(shape[1:], generator=g)[None]
-    for i, t in enumerate([1000, 757, 522]):
-        v = model(x, torch.tensor([float(t)]), pos)
-        x0 = x - t / 1000 * v
-        if i < 2:
-            s_next = [757, 522][i] / 1000
-            x = (1 - s_next) * x0 + s_next * torch.randn(shape[1:], generator=g)[None]
-    assert rel_err(latent_space.normalize(out), x0) < 1e-5
+    reference = fastvideo_dmd(model, pos, shape, seed=9)
+    assert rel_err(latent_space.normalize(out), reference) < 1e-6
+    # the sigmas are the table's (757 -> 0.7567567), not t / 1000
+    assert make_schedule("dmd", 3, 5.0).sigmas[1].item() == pytest.approx(0.7567567, abs=1e-7)
     again = sample(model, pos, None, torch.zeros(shape), SamplerSettings(scheduler="dmd", guidance=1.0, seed=9))
     assert torch.equal(out, again)
+
+
+@torch.no_grad()
+def test_dmd_batch_item_is_its_own_seed():
+    """Documented deviation: FastVideo re-noises every batch item from the first generator; ours draws
+    item i from the generator seeded seed + i, so item i is the video that seed + i gives alone."""
+    model = tiny_dit(TINY_TI2V, seed=1)
+    pos, _ = _texts()
+    shape = (1, 48, 2, 4, 6)
+    both = sample(model, pos.expand(2, -1, -1), None, torch.zeros((2,) + shape[1:]),
+                  SamplerSettings(scheduler="dmd", guidance=1.0, seed=9))
+    for i in range(2):
+        alone = sample(model, pos, None, torch.zeros(shape), SamplerSettings(scheduler="dmd", guidance=1.0, seed=9 + i))
+        assert rel_err(both[i:i + 1], alone) < 1e-5
 
 
 @torch.no_grad()

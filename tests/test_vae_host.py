@@ -158,7 +158,7 @@ def test_out_of_memory_falls_back_to_tiles(host, vae_files, monkeypatch, caplog)
 
     monkeypatch.setattr(vae.model, "decode", decode_once_oom)
     with caplog.at_level(logging.WARNING, logger="wan_core"):
-        (frames,) = video.WanCoreDecode().decode(vae, z, False, 512, 64)
+        (frames, videos) = video.WanCoreDecode().decode(vae, z, False, 512, 64)
     assert any("out of memory" in r.getMessage() and "256 px" in r.getMessage() for r in caplog.records)
     assert len(calls) > 2  # the whole latent once, then tile by tile
     monkeypatch.setattr(vae.model, "decode", real)
@@ -219,9 +219,9 @@ def test_wan_decode_untiled_and_tiled_equal_core_vae_decode(host, vae_files, ver
     h, w, tile, overlap = (8, 10, 6, 2) if version == "2.1" else (4, 6, 3, 1)
     z = latent(version, t=2, h=h, w=w, seed=1)
     ours = ci.pack_module("nodes.video").WanCoreDecode()
-    (untiled,) = ours.decode(vae, z, False, 512, 64)
+    untiled, videos = ours.decode(vae, z, False, 512, 64)
     stride = vae.model.config.stride[1]
-    (tiled,) = ours.decode(vae, z, True, tile * stride, overlap * stride)  # 2x2 tiles
+    tiled = ours.decode(vae, z, True, tile * stride, overlap * stride)[0]  # 2x2 tiles
     core_vae = core_nodes.VAELoader().load_vae(vae_files[version].name)[0]
     (native,) = core_nodes.VAEDecode().decode(core_vae, z)
     native = native.reshape(-1, *native.shape[-3:]).float()

@@ -15,6 +15,11 @@ import torch
 
 SCHEDULERS = ("unipc", "dpm++", "euler", "dmd")
 DMD_TIMESTEPS = (1000, 757, 522)
+# FastVideo's DMD stage (fastvideo 0.2.1, pipelines/stages/denoising.py, DmdDenoisingStage) reads the
+# sigma of each timestep from its own FlowMatchEulerDiscreteScheduler(shift=8.0), whatever the
+# pipeline's flow_shift: the nearest entry of that scheduler's 1000-entry table
+# (models/utils.py pred_noise_to_pred_video; the scheduler's add_noise), e.g. 757 -> 0.7567567.
+DMD_TABLE_SHIFT = 8.0
 
 
 def shift_sigmas(sigmas: np.ndarray, shift: float) -> np.ndarray:
@@ -37,12 +42,23 @@ class Schedule:
         return Schedule(self.sigmas[-(steps + 1):], self.timesteps[-steps:])
 
 
+def dmd_sigmas(timesteps) -> np.ndarray:
+    """float32 sigmas of DMD ``timesteps`` as FastVideo looks them up: the table of a 1000-step flow
+    scheduler shifted by 8 (float32 ``linspace(1, 1000)`` reversed, ``/ 1000``, shifted; its timesteps
+    are ``sigma * 1000``), the entry whose timestep is nearest."""
+    table_t = np.linspace(1, 1000, 1000, dtype=np.float32)[::-1] / np.float32(1000)
+    table_sigma = (DMD_TABLE_SHIFT * table_t / (1 + (DMD_TABLE_SHIFT - 1) * table_t)).astype(np.float32)
+    table_timesteps = table_sigma * np.float32(1000)
+    want = np.asarray(timesteps, dtype=np.float32)
+    return table_sigma[np.abs(table_timesteps[None, :] - want[:, None]).argmin(axis=1)]
+
+
 def make_schedule(scheduler: str, steps: int, shift: float, dmd_timesteps=DMD_TIMESTEPS) -> Schedule:
-    """The official grid for ``scheduler`` (integer timesteps for UniPC/DPM++, as the official loop)."""
+    """The official grid for ``scheduler`` (integer timesteps for UniPC/DPM++, as the official loop;
+    for DMD the integer timesteps FastVideo gives the model and the sigmas it reads for them)."""
     if scheduler == "dmd":
-        t = np.asarray(dmd_timesteps, dtype=np.float64)
-        return Schedule(torch.from_numpy(np.append(t / 1000.0, 0.0).astype(np.float32)),
-                        torch.tensor(t, dtype=torch.float32))
+        return Schedule(torch.from_numpy(np.append(dmd_sigmas(dmd_timesteps), np.float32(0.0))),
+                        torch.tensor(dmd_timesteps, dtype=torch.float32))
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     if scheduler == "unipc":
@@ -176,7 +192,8 @@ class DMDSolver:
         self.noise_fn = noise_fn
 
     def step(self, i: int, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        x0 = x - self.sigmas[i] * v
+        # x0 in float64 as FastVideo's pred_noise_to_pred_video, the re-noising in the latent's dtype
+        x0 = (x.double() - self.sigmas[i].double() * v.double()).to(x.dtype)
         s_next = self.sigmas[i + 1]
         if s_next == 0:
             return x0
