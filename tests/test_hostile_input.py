@@ -78,7 +78,6 @@ def test_wan_sampler_refuses_non_finite_numbers_naming_them(env, name, value):
 def test_other_nodes_refuse_non_finite_numbers(env):
     nodes = ci.pack_module("nodes.sampler_nodes")
     lora = ci.pack_module("nodes.lora")
-    host = ci.pack_module("nodes.host")
     model = load(env, "t2v.safetensors")
     pos, neg = conds()
     with pytest.raises(ValueError, match=r"^shift is nan"):

@@ -52,9 +52,15 @@ class SamplerSettings:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
 
 
+def item_generator(seed: int, i: int) -> torch.Generator:
+    """The CPU generator of batch item i: seeded ``seed + i``, wrapping past 2**64 - 1 (the largest seed
+    ComfyUI's widgets allow) to 0 instead of overflowing."""
+    return torch.Generator().manual_seed((int(seed) + i) % 2**64)
+
+
 def seeded_noise(shape: Sequence[int], seed: int) -> torch.Tensor:
     """Noise [B, ...] where element i comes from a CPU generator seeded seed + i (device independent)."""
-    return torch.stack([torch.randn(tuple(shape[1:]), generator=torch.Generator().manual_seed(seed + i))
+    return torch.stack([torch.randn(tuple(shape[1:]), generator=item_generator(seed, i))
                         for i in range(shape[0])])
 
 
@@ -63,7 +69,7 @@ class NoiseStream:
 
     def __init__(self, shape, seed: int):
         self.shape = tuple(shape)
-        self.generators = [torch.Generator().manual_seed(seed + i) for i in range(shape[0])]
+        self.generators = [item_generator(seed, i) for i in range(shape[0])]
         for g in self.generators:  # step past the initial noise drawn from the same seeds
             torch.randn(self.shape[1:], generator=g)
 
