@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import comfy.model_management as mm
+import torch
 
 log = logging.getLogger("wan_core")
 
@@ -58,6 +60,10 @@ class WanCoreEncodePrompts:
         out = mm.intermediate_device()
         pos = encoder.encode(prompts).to(out)
         neg = encoder.encode(negatives).to(out)
+        if not (bool(torch.isfinite(pos).all()) and bool(torch.isfinite(neg).all())):
+            raise ValueError(f"the text encoder {os.path.basename(str(text_encoder.source))} gave NaN or infinite "
+                             "embeddings: its weights hold non-finite values (download the file again) or its dtype "
+                             "overflows (try dtype fp32 or bf16)")
         return ([[pos, {"wan_core_prompts": prompts}]], [[neg, {"wan_core_prompts": negatives}]])
 
 

@@ -4,6 +4,7 @@ seeds and the A14B expert switch as core SAMPLER / SIGMAS / NOISE / GUIDER for S
 from __future__ import annotations
 
 import logging
+import os
 
 import comfy.model_management as mm
 import comfy.utils
@@ -31,12 +32,15 @@ def wan_dit(model, name: str) -> ComfyWanDiT:
     return dit
 
 
-def check_finite_latent(x: torch.Tensor, step: int, total: int) -> None:
-    """Stop a run whose latent turned NaN / inf (it would decode to a black video) at the step it did."""
+def check_finite_latent(x: torch.Tensor, step: int, total: int, sources=()) -> None:
+    """Stop a run whose latent turned NaN / inf (it would decode to a black video) at the step it did,
+    naming the DiT file(s) that ran."""
     if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"the latent became NaN or infinite at step {step + 1} of {total}: a LoRA with non-finite "
-                         "weights or an extreme strength, or an fp16 overflow (try bf16 / fp32 weight_dtype), is the "
-                         "likely cause; the video would be black")
+        files = " and ".join(sources) or "the DiT"
+        raise ValueError(f"the latent became NaN or infinite at step {step + 1} of {total} with {files}: non-finite "
+                         "weights in that file (download it again) or in a LoRA on it, an extreme LoRA strength, or "
+                         "an fp16 overflow (try bf16 / fp32 weight_dtype) is the likely cause; the video would be "
+                         "black")
 
 
 def with_shift(model, shift: float):
@@ -163,6 +167,8 @@ class WanCoreSampler:
                 raise ValueError(f"{emb.shape[0]} {name} prompts for a batch of {b} latents; set batch_size to the "
                                  "number of prompts (or use one prompt)")
 
+        sources = [str(getattr(wan_dit(m, "model"), "source", "")) for m, _ in experts]
+        sources = [os.path.basename(s) for s in sources if s]
         sigmas = official_sigmas(scheduler, steps, shift, denoise)
         sampler = wan_sampler(scheduler)
         counter = PassCounter()
@@ -175,7 +181,7 @@ class WanCoreSampler:
 
         def callback(step, x0, x, total):
             counter.step_done()
-            check_finite_latent(x0, step, total)  # the step's prediction: NaN shows at the step it arises
+            check_finite_latent(x0, step, total, sources)  # the step's prediction: NaN shows where it arises
             preview(step, x0, x, total)
 
         out = guider.sample(WanNoise(seed).generate_noise(latent), samples, sampler, sigmas,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 
@@ -174,7 +175,8 @@ class WanCoreDecode:
                     self._tiled(vae, zi, tile, tile_overlap // stride, step, target)
                     continue
                 try:
-                    vae.model.decode(zi, step, sink=lambda part, start, target=target: _to_images(part, start, target))
+                    vae.model.decode(zi, step, sink=lambda part, start, target=target: _to_images(part, start, target,
+                                                                                                  vae.source))
                 except Exception as e:  # out of memory: retry in tiles, as core's VAEDecode does
                     mm.raise_non_oom(e)
                     fallback = max(1, FALLBACK_TILE_PX // stride)
@@ -189,14 +191,18 @@ class WanCoreDecode:
     @staticmethod
     def _tiled(vae, z, tile, overlap, step, target):
         video = decode_tiled(vae.model, z, tile, overlap, step, out_device=target.device)
-        _to_images(video, 0, target)
+        _to_images(video, 0, target, vae.source)
 
 
 FALLBACK_TILE_PX = 256  # core's tile for its out-of-memory fallback (256 px, overlap a quarter)
 
 
-def _to_images(part: torch.Tensor, start: int, target: torch.Tensor) -> None:
+def _to_images(part: torch.Tensor, start: int, target: torch.Tensor, source: str = "the VAE") -> None:
     """Decoded frames [1, 3, n, H, W] in [-1, 1] -> IMAGE rows start..start+n of ``target`` (0..1), moved
-    off the decode device as they are made."""
+    off the decode device as they are made; non-finite frames (black once clamped) stop the decode."""
+    if not bool(torch.isfinite(part).all()):
+        raise ValueError(f"the VAE {os.path.basename(str(source))} decoded NaN or infinite pixels: its weights hold "
+                         "non-finite values (download the file again), the latent is broken, or its dtype overflows "
+                         "(try dtype fp32 or bf16)")
     frames = part[0].float().add_(1).div_(2).clamp_(0, 1).permute(1, 2, 3, 0)
     target[start: start + frames.shape[0]].copy_(frames)
