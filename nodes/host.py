@@ -139,3 +139,35 @@ def experts_match(high, low) -> None:
             f"the high- and low-noise experts are different models: {getattr(high, 'source', 'model')} is "
             f"{a.family} (dim {a.dim}, {a.num_layers} layers) and {getattr(low, 'source', 'model_low_noise')} is "
             f"{b.family} (dim {b.dim}, {b.num_layers} layers). Load both experts of one Wan2.2 A14B release.")
+
+
+def dit_activation_bytes(memory_usage_factor: float, latent_shape, dtype: torch.dtype) -> int:
+    """The least working memory a Wan DiT needs for one sampling step of ``latent_shape`` [B, C, T, H, W]:
+    ComfyUI's own estimate (``BaseModel.memory_required``; Wan's ``memory_usage_factor`` is dim / 2222)
+    in its memory-efficient attention branch, with the conditional and unconditional passes batched
+    as core estimates them (batch x 2). Weights come on top, but ComfyUI can offload those."""
+    b, _, t, h, w = latent_shape
+    area = 2 * b * t * h * w
+    return int(area * torch.finfo(dtype).bits // 8 * 0.01 * memory_usage_factor * 1024 * 1024)
+
+
+def check_dit_fits(base_model, latent_shape, device) -> None:
+    """Refuse, before sampling, a latent whose DiT activations alone exceed the device, with the
+    estimate and the longest video that fits at this frame size."""
+    dtype = base_model.get_dtype_inference() if hasattr(base_model, "get_dtype_inference") else base_model.get_dtype()
+    need = dit_activation_bytes(base_model.memory_usage_factor, latent_shape, dtype)
+    total = mm.get_total_memory(device)
+    if need <= total:
+        return
+    b, c, t, h, w = latent_shape
+    fit = int(total / (need / t))
+    while fit > 0 and dit_activation_bytes(base_model.memory_usage_factor, (b, c, fit, h, w), dtype) > total:
+        fit -= 1
+    hint = (f"at this frame size at most {4 * (fit - 1) + 1} frames fit" if fit >= 1 and b == 1 else
+            "use a smaller frame size or batch")
+    raise ValueError(f"a latent of {b} x {t} x {h} x {w} needs at least {_size(need)} for the DiT's activations "
+                     f"(ComfyUI's estimate) but {device} has {_size(total)}: {hint}")
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"

@@ -12,7 +12,7 @@ import latent_preview
 import torch
 
 from ..wan_core.sampling.schedulers import DMD_TIMESTEPS, SCHEDULERS
-from .host import experts_match, require_finite
+from .host import check_dit_fits, experts_match, require_finite
 from .model_adapter import ComfyWanDiT
 from .prompts import embeddings_from_conditioning
 from .sampling import ExpertGuider, WanNoise, cfg_guider, official_sigmas, wan_sampler
@@ -167,6 +167,7 @@ class WanCoreSampler:
                 raise ValueError(f"{emb.shape[0]} {name} prompts for a batch of {b} latents; set batch_size to the "
                                  "number of prompts (or use one prompt)")
 
+        check_dit_fits(model.model, tuple(samples.shape), model.load_device)
         sources = [str(getattr(wan_dit(m, "model"), "source", "")) for m, _ in experts]
         sources = [os.path.basename(s) for s in sources if s]
         sigmas = official_sigmas(scheduler, steps, shift, denoise)

@@ -184,3 +184,27 @@ def test_prompt_count_must_fit_the_batch(env):
             ci.pack_module("nodes.sampler_nodes").WanCoreSampler().run(
                 load(env, "t2v.safetensors"), pos, neg, {"samples": torch.zeros(3, 16, 2, 4, 6)}, seed=1, steps=2,
                 guidance=5.0, shift=5.0, scheduler="unipc", denoise=1.0)
+
+
+def test_wan_sampler_refuses_a_latent_whose_dit_activations_cannot_fit(env, monkeypatch):
+    """The DiT's share of the estimate (row 1: latent, DiT activations at that token count, decode):
+    ComfyUI's own activation estimate against the device, refused before the first step with the
+    longest video that fits at this frame size; a device just large enough runs."""
+    import comfy.model_management as mm
+
+    host = ci.pack_module("nodes.host")
+    model = load(env, "t2v.safetensors")
+    shape = (1, 16, 5, 4, 6)
+    dtype = model.model.get_dtype_inference()
+    need = host.dit_activation_bytes(model.model.memory_usage_factor, shape, dtype)
+    assert need == 2 * 5 * 4 * 6 * torch.finfo(dtype).bits // 8 * 0.01 * model.model.memory_usage_factor * 2**20 // 1
+    monkeypatch.setattr(mm, "get_total_memory", lambda *a, **k: need - 1)
+    pos, neg = conds()
+    run = ci.pack_module("nodes.sampler_nodes").WanCoreSampler().run
+    args = dict(seed=1, steps=1, guidance=5.0, shift=5.0, scheduler="unipc", denoise=1.0)
+    with pytest.raises(ValueError, match=r"needs at least .* MiB for the DiT's activations .*at most 13 frames fit"):
+        with torch.inference_mode():
+            run(model, pos, neg, {"samples": torch.zeros(shape)}, **args)
+    monkeypatch.setattr(mm, "get_total_memory", lambda *a, **k: need)
+    with torch.inference_mode():
+        run(model, pos, neg, {"samples": torch.zeros(shape)}, **args)
