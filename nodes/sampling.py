@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 
+import comfy.k_diffusion.sampling
 import comfy.model_patcher
 import comfy.patcher_extension
 import comfy.samplers
@@ -33,8 +34,11 @@ log = logging.getLogger("wan_core")
 # -- official grids -------------------------------------------------------------------------------
 
 # float32 sigmas of an official grid -> (its model timesteps, whether the official loop starts it from
-# pure noise: full denoise, where it takes x = noise at the grid's top sigma, e.g. 0.9998 for UniPC)
+# pure noise: full denoise, where it takes x = noise at the grid's top sigma, e.g. 0.9998 for UniPC).
+# Least recently used first: a grid in use is refreshed by every lookup, so a Wan Sigmas output that
+# ComfyUI keeps cached across prompts stays known however many other grids are made meanwhile.
 _GRIDS: "OrderedDict[bytes, tuple]" = OrderedDict()
+GRID_CACHE_SIZE = 1024  # grids of at most 201 floats: under 1 MiB
 
 
 def _key(sigmas: torch.Tensor) -> bytes:
@@ -48,8 +52,10 @@ def official_sigmas(scheduler: str, steps: int, shift: float, denoise: float = 1
     else:
         total = steps if denoise >= 1.0 else int(steps / denoise)
         schedule = make_schedule(scheduler, total, shift).tail(steps)
-    _GRIDS[_key(schedule.sigmas)] = (schedule.timesteps, scheduler == "dmd" or denoise >= 1.0)
-    while len(_GRIDS) > 64:
+    key = _key(schedule.sigmas)
+    _GRIDS[key] = (schedule.timesteps, scheduler == "dmd" or denoise >= 1.0)
+    _GRIDS.move_to_end(key)
+    while len(_GRIDS) > GRID_CACHE_SIZE:
         _GRIDS.popitem(last=False)
     return schedule.sigmas.clone()
 
@@ -58,11 +64,16 @@ def grid_info(scheduler: str, sigmas: torch.Tensor):
     """(model timesteps for ``sigmas``, whether the official loop starts them from pure noise): those
     of an official grid ``sigmas`` is (a run of); else ``sigma * 1000`` (truncated where official)."""
     want = sigmas.detach().float().cpu()
+    key = _key(want)
+    if key in _GRIDS:
+        _GRIDS.move_to_end(key)
+        return _GRIDS[key]
     n = len(want)
     for key, (timesteps, from_noise) in reversed(_GRIDS.items()):
         grid = torch.frombuffer(bytearray(key), dtype=torch.float32)
         for start in range(len(grid) - n + 1):
             if torch.equal(grid[start:start + n], want):
+                _GRIDS.move_to_end(key)
                 return timesteps[start:start + n - 1], from_noise and start == 0
     return timesteps_for(scheduler, want), False
 
@@ -93,6 +104,7 @@ class SharedSolver:
 
 
 SHARED_KEY = "wan_core_shared_solver"
+LOG_SNR_SOLVERS = ("unipc", "dpm++")  # their updates use log((1 - sigma) / sigma)
 
 
 def wan_sampler(scheduler: str) -> comfy.samplers.KSAMPLER:
@@ -108,6 +120,14 @@ def wan_sampler(scheduler: str) -> comfy.samplers.KSAMPLER:
             full = shared.sigmas if shared is not None else sigmas
             noise_fn = NoiseStream(x.shape, int(extra_args.get("seed") or 0)) if scheduler == "dmd" else None
             timesteps, from_noise = grid_info(scheduler, full)
+            if not from_noise and scheduler in LOG_SNR_SOLVERS:
+                # a grid from another scheduler may start at sigma 1 (log-SNR -inf): start just below it,
+                # as core's own multistep samplers do (the noise is then read at that sigma, as the
+                # official loop reads it at its grid's top)
+                model_sampling = model.inner_model.model_patcher.get_model_object("model_sampling")
+                adjusted = comfy.k_diffusion.sampling.offset_first_sigma_for_snr(full, model_sampling)
+                if adjusted is not full:
+                    full, timesteps = adjusted, timesteps_for(scheduler, adjusted.detach().float().cpu())
             run = SolverRun.start(scheduler, full, timesteps, noise_fn)
             if shared is not None:
                 shared.run = run

@@ -154,6 +154,69 @@ def test_sampler_custom_advanced_with_our_objects(env):
     assert rel_err(out["samples"], ref) < TOL
 
 
+def recording_timesteps(model):
+    """The MODEL with a unet wrapper that records the model timestep of every DiT call (sigma * 1000)."""
+    seen = []
+    model = model.clone()
+
+    def wrapper(apply_model, args):
+        seen.append(float(args["timestep"].flatten()[0]) * 1000)
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    model.set_model_unet_function_wrapper(wrapper)
+    return model, seen
+
+
+@pytest.mark.parametrize("scheduler", ["unipc", "dpm++", "euler"])
+def test_sampler_select_on_sigmas_not_from_wan_sigmas(env, scheduler):
+    """Wan Sampler Select on a core scheduler's grid (BasicScheduler "beta", which starts at sigma 1: no
+    official grid to look up): the model gets sigma * 1000, truncated to integers for UniPC / DPM++ as
+    the official solvers do, and the run starts from core's scaled noise. Euler on that path is core's
+    own "euler". (UniPC gave an all-NaN latent here: log-SNR at sigma 1 is -inf.)"""
+    nodes = ci.pack_module("nodes.sampler_nodes")
+    pos, neg = conds(5)
+    lat = torch.zeros(1, 16, 3, 6, 10)
+    shifted = ci.run_node("ModelSamplingSD3", model=load(env, "t2v"), shift=5.0)[0]
+    sigmas = ci.run_node("BasicScheduler", model=shifted, scheduler="beta", steps=5, denoise=1.0)[0]
+    recorded, seen = recording_timesteps(shifted)
+    guider = ci.run_node("CFGGuider", model=recorded, positive=[[pos, {}]], negative=[[neg, {}]], cfg=5.0)[0]
+    out = ci.run_node("SamplerCustomAdvanced", noise=nodes.WanCoreNoise().get(7)[0], guider=guider,
+                      sampler=nodes.WanCoreSamplerSelect().get(scheduler)[0], sigmas=sigmas,
+                      latent_image={"samples": lat})[0]["samples"]
+    expected = (sigmas[:-1].double() * 1000).float()
+    if scheduler != "euler":  # log-SNR solvers start just below sigma 1, as core's own (here: t = 999)
+        import comfy.k_diffusion.sampling as k
+
+        start = k.offset_first_sigma_for_snr(sigmas, shifted.get_model_object("model_sampling"))
+        assert sigmas[0] == 1.0 and 0.9999 < start[0] < 1.0
+        expected = torch.trunc(start[:-1].double() * 1000).float()
+    assert torch.allclose(torch.tensor(seen), expected, atol=1e-3), (seen, expected)
+    assert torch.isfinite(out).all()
+    if scheduler == "euler":
+        guider = ci.run_node("CFGGuider", model=shifted, positive=[[pos, {}]], negative=[[neg, {}]], cfg=5.0)[0]
+        core = ci.run_node("SamplerCustomAdvanced", noise=nodes.WanCoreNoise().get(7)[0], guider=guider,
+                           sampler=ci.run_node("KSamplerSelect", sampler_name="euler")[0], sigmas=sigmas,
+                           latent_image={"samples": lat})[0]["samples"]
+        assert rel_err(out, core) < TOL
+
+
+def test_official_grids_stay_known_while_in_use():
+    """The grid cache: a grid looked up between others stays official (pure-noise start, its own
+    timesteps) past the cache size; one not used since is forgotten and takes the fallback."""
+    sampling = ci.pack_module("nodes.sampling")
+    used = sampling.official_sigmas("unipc", 7, 5.0)
+    idle = sampling.official_sigmas("unipc", 9, 5.0)
+    official = sampling.grid_info("unipc", used)
+    assert official[1] and torch.equal(official[0], sampling.make_schedule("unipc", 7, 5.0).timesteps)
+    for i in range(sampling.GRID_CACHE_SIZE + 10):
+        sampling.official_sigmas("euler", 2 + i % 150, 1.0 + i / 97)
+        if i % 100 == 0:
+            assert sampling.grid_info("unipc", used)[1]
+    assert sampling.grid_info("unipc", used)[1]
+    timesteps, from_noise = sampling.grid_info("unipc", idle)
+    assert not from_noise and torch.equal(timesteps, sampling.timesteps_for("unipc", idle))
+
+
 # -- patches on the incoming MODEL, against core KSampler on the native model ---------------------
 # Wan Sampler with euler and a step count dividing 1000 uses the same grid as KSampler's "simple"
 # scheduler after ModelSamplingSD3 with the same shift, and the same noise for one seed.
