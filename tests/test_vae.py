@@ -90,14 +90,24 @@ def test_vae_files_load_and_detect_version(tmp_path, cfg, layout):
     assert torch.equal(model.decode(latent), ours(cfg, sd).decode(latent))
 
 
-def test_vae_bf16_on_request(tmp_path):
-    sd = random_vae_state(TINY21)
+@pytest.mark.parametrize("cfg", [TINY21, TINY22], ids=["wan21", "wan22"])
+def test_vae_bf16_on_request(tmp_path, cfg):
+    """bf16 decode, tolerance sized to the dtype: no further from fp32 than ComfyUI's own Wan VAE in
+    bf16 is from its fp32, on the same weights and latent (a fixed 0.1 let a broken layer through)."""
+    sd = random_vae_state(cfg)
     save_file(sd, str(tmp_path / "v.safetensors"))
     m = load_vae(tmp_path / "v.safetensors", dtype=torch.bfloat16)
     assert m.dtype == torch.bfloat16
-    latent = torch.randn(1, 16, 2, 2, 3)
+    latent = torch.randn(1, cfg.z_dim, 2, 4, 6, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        assert rel_err(m.decode(latent), ours(TINY21, sd).decode(latent)) < 0.1
+        truth = ours(cfg, sd).decode(latent)
+        native = comfy_wan_vae(cfg, sd).to(torch.bfloat16).decode(latent.bfloat16()).float().clamp(-1, 1)
+        mine = m.decode(latent).float()
+    # the mean error is what the dtype sets (seeds 0-3 of both VAEs: ours / native 0.89-1.06); the
+    # largest single pixel varies more between two bf16 implementations (0.56-1.31)
+    mean_ours, mean_native = (mine - truth).abs().mean(), (native - truth).abs().mean()
+    assert 0 < mean_ours <= 1.2 * mean_native, (mean_ours, mean_native)
+    assert rel_err(mine, truth) <= 1.6 * rel_err(native, truth)
 
 
 def test_dit_in_vae_slot(tmp_path):
