@@ -315,6 +315,7 @@ def test_our_latent_decodes_with_core_vae_and_core_latent_with_ours(server):
     wf = shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", seed=21)
     wf["20"] = {"class_type": "VAELoader", "inputs": {"vae_name": "wan_2.1_vae.safetensors"}}
     wf["7"] = {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["20", 0]}}
+    wf["8"]["inputs"]["images"] = ["7", 0]  # core VAEDecode has one output
     entry = run_ok(server, wf)
     frames, w, h, _ = probe_mp4(server.output_files(entry, ".mp4")[0])
     assert (frames, w, h) == (9, 64, 48)
