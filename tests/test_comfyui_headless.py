@@ -500,3 +500,26 @@ def test_taehv_previews(tmp_path_factory, name, channels, workflow):
             assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).mean() < 2.0
     finally:
         s.stop()
+
+
+def test_sizes_and_numbers_the_server_cannot_take_are_refused_and_it_stays_up(server):
+    """Issue rows 1, 1b, 2, 4 over HTTP: each value inside its widget's limits (or NaN, which ComfyUI's
+    checks let through); the run stops at the node with a message naming the size or the input, before
+    anything large is allocated, and the next prompt runs."""
+    base = shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", seed=5)
+    cases = []
+    for batch in (1, 64):
+        wf = copy.deepcopy(base)
+        wf["5"]["inputs"].update(width=4096, height=4096, frames=1025, batch_size=batch)
+        cases.append((wf, "does not fit this machine"))
+    for name in ("guidance", "shift", "denoise"):
+        wf = copy.deepcopy(base)
+        wf["6"]["inputs"][name] = float("nan")  # JSON NaN, as a careless client sends it
+        cases.append((wf, f"{name} is nan: it must be a finite number"))
+    for wf, expected in cases:
+        status, body = server.queue(wf)
+        assert status == 200, body
+        entry = server.wait(body["prompt_id"], 120)
+        assert entry["status"]["status_str"] == "error"
+        assert expected in json.dumps(entry["status"]["messages"]), entry["status"]["messages"]
+    run_ok(server, base)
