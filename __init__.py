@@ -5,9 +5,13 @@ The model code is the standalone ``wan_core`` package; ``nodes`` adapts it to Co
 
 try:
     import comfy  # noqa: F401  - present whenever ComfyUI loads this folder
-except ImportError:  # imported outside ComfyUI (e.g. by test collection): nothing to register
-    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
-else:
+except ImportError:
+    comfy = None
+
+if comfy is not None and __package__:
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+else:  # imported outside ComfyUI, or as a lone module (pytest collecting a clone in a folder such as
+    # /tmp/tmp.x1y2, whose name is no package name): nothing to register
+    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
