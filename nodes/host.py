@@ -154,7 +154,7 @@ def dit_activation_bytes(memory_usage_factor: float, latent_shape, dtype: torch.
 def check_dit_fits(base_model, latent_shape, device) -> None:
     """Refuse, before sampling, a latent whose DiT activations alone exceed the device, with the
     estimate and the longest video that fits at this frame size."""
-    dtype = base_model.get_dtype_inference() if hasattr(base_model, "get_dtype_inference") else base_model.get_dtype()
+    dtype = base_model.get_dtype_inference()
     need = dit_activation_bytes(base_model.memory_usage_factor, latent_shape, dtype)
     total = mm.get_total_memory(device)
     if need <= total:

@@ -4,7 +4,6 @@ seeds and the A14B expert switch as core SAMPLER / SIGMAS / NOISE / GUIDER for S
 from __future__ import annotations
 
 import logging
-import os
 
 import comfy.model_management as mm
 import comfy.utils
@@ -168,8 +167,7 @@ class WanCoreSampler:
                                  "number of prompts (or use one prompt)")
 
         check_dit_fits(model.model, tuple(samples.shape), model.load_device)
-        sources = [str(getattr(wan_dit(m, "model"), "source", "")) for m, _ in experts]
-        sources = [os.path.basename(s) for s in sources if s]
+        sources = [s for s in (getattr(wan_dit(m, "model"), "source", None) for m, _ in experts) if s]  # file names
         sigmas = official_sigmas(scheduler, steps, shift, denoise)
         sampler = wan_sampler(scheduler)
         counter = PassCounter()

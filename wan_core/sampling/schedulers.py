@@ -47,7 +47,7 @@ def dmd_sigmas(timesteps) -> np.ndarray:
     scheduler shifted by 8 (float32 ``linspace(1, 1000)`` reversed, ``/ 1000``, shifted; its timesteps
     are ``sigma * 1000``), the entry whose timestep is nearest."""
     table_t = np.linspace(1, 1000, 1000, dtype=np.float32)[::-1] / np.float32(1000)
-    table_sigma = (DMD_TABLE_SHIFT * table_t / (1 + (DMD_TABLE_SHIFT - 1) * table_t)).astype(np.float32)
+    table_sigma = shift_sigmas(table_t, DMD_TABLE_SHIFT).astype(np.float32)
     table_timesteps = table_sigma * np.float32(1000)
     want = np.asarray(timesteps, dtype=np.float32)
     return table_sigma[np.abs(table_timesteps[None, :] - want[:, None]).argmin(axis=1)]
