@@ -20,10 +20,21 @@ import comfy.model_patcher
 import comfy.supported_models
 import comfy.utils
 
+from .gguf_layers import adjust_load_list, largest_decode_bytes
+
 log = logging.getLogger("wan_core")
 
 
-class WanCoreWAN21(comfy.model_base.WAN21):
+class _DecodesWeights:
+    """BaseModel mixin: a GGUF DiT decodes each layer's weight at every call, resident or not, so
+    the largest such decode is working memory the host's activation estimate must hold."""
+
+    def memory_required(self, input_shape, cond_shapes={}):
+        extra = largest_decode_bytes(self.diffusion_model, self.get_dtype_inference())
+        return super().memory_required(input_shape, cond_shapes=cond_shapes) + extra
+
+
+class WanCoreWAN21(_DecodesWeights, comfy.model_base.WAN21):
     """Core's WAN21 (Wan2.1 T2V, A14B experts) around our DiT; text-to-video has no image channels.
 
     ``unet_model`` is the factory BaseModel builds the diffusion model with (under the operations
@@ -39,7 +50,7 @@ class WanCoreWAN21(comfy.model_base.WAN21):
         return None
 
 
-class WanCoreWAN22(comfy.model_base.WAN22):
+class WanCoreWAN22(_DecodesWeights, comfy.model_base.WAN22):
     """Core's WAN22 (TI2V-5B: 48 channels, per-frame timesteps from a start-image mask) around our DiT."""
 
     image_to_video = True
@@ -81,12 +92,34 @@ class WanCorePatcher(comfy.model_patcher.ModelPatcher):
         return super().patch_weight_to_device(key, device_to=device_to, inplace_update=inplace_update,
                                               return_weight=return_weight, force_cast=force_cast)
 
+    def _load_list(self, *args, **kwargs):
+        """The host's per-module list with GGUF layers' real offload cost (see ``gguf_layers``)."""
+        return adjust_load_list(self, super()._load_list(*args, **kwargs), self.model.get_dtype_inference())
+
+    def pin_weight_to_device(self, key):
+        """The host page-locks (``cudaHostRegister``) the weights it offloads, for fast copies. A GGUF
+        weight still lies on the file's copy-on-write memory map (tensors 32-byte aligned, sharing
+        pages): registering those pages fails or pins the file's cache, so the weight is first
+        copied off the map into memory of its own, as ComfyUI-GGUF does before pinning."""
+        weight = comfy.utils.get_attr(self.model, key)
+        if isinstance(weight, torch.Tensor) and _on_file_map(self.model.diffusion_model, weight):
+            weight.data = weight.data.clone()
+        return super().pin_weight_to_device(key)
+
     def unpatch_model(self, device_to=None, unpatch_weights=True):
         super().unpatch_model(device_to=device_to, unpatch_weights=unpatch_weights)
         if unpatch_weights:
             for module in self.model.modules():
                 if _patches_per_call(module):
                     module.weight_function, module.bias_function, module.patch_functions = [], [], {}
+
+
+def _on_file_map(dit, tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` lies in one of the memory maps the DiT's weights were read from."""
+    if tensor.device.type != "cpu" or tensor.numel() == 0:
+        return False
+    ptr = tensor.data_ptr()
+    return any(start <= ptr < end for start, end in getattr(dit, "mapped_ranges", ()))
 
 
 def storage_dtype(dit) -> torch.dtype:

@@ -10,11 +10,11 @@ import comfy.model_management as mm
 
 from ..wan_core.attention import available_backends
 from ..wan_core.dit.loader import is_gguf, load_dit
-from ..wan_core.gguf.ops import gguf_ops
 from ..wan_core.text.loader import load_text_encoder
 from ..wan_core.vae.loader import load_vae
 from .core_model import wrap_dit
 from .dit_loading import load_host_model
+from .gguf_layers import host_gguf_ops
 from .host import (DIT_KEY, TEXT_ENCODER_KEY, VAE_KEY, VAE_WORKING_DTYPES, compute_dtype,
                    gguf_compute_dtype, manage, model_choices, resolve_model, vae_operations, weight_dtype_choice)
 from .model_adapter import HOST_ATTENTION, ComfyWanDiT
@@ -80,7 +80,7 @@ def load_wan_model(path: str, weight_dtype: str = "default", attention: str = HO
         patcher.cached_patcher_init = reload
         return patcher
     device, offload = mm.get_torch_device(), mm.unet_offload_device()
-    dit = load_dit(path, operations=gguf_ops, compute_dtype=gguf_compute_dtype(device), model_class=ComfyWanDiT)
+    dit = load_dit(path, operations=host_gguf_ops, compute_dtype=gguf_compute_dtype(device), model_class=ComfyWanDiT)
     dit.attention_backend = attention
     dit.source = os.path.basename(path)
     return wrap_dit(dit, device, offload, reload=reload)
@@ -115,7 +115,7 @@ class WanCoreLoadTextEncoder:
         load_device = torch.device("cpu") if device == "cpu" else mm.text_encoder_device()
         cdt = compute_dtype(load_device) if dtype == "default" else weight_dtype_choice(dtype)
         # wan_core's per-call casting layers (fp8 / scaled fp8 / GGUF stay compact; ModelPatcher can offload them)
-        encoder = load_text_encoder(path, compute_dtype=cdt)
+        encoder = load_text_encoder(path, compute_dtype=cdt, operations=host_gguf_ops if is_gguf(path) else None)
         offload = torch.device("cpu") if device == "cpu" else mm.text_encoder_offload_device()
         return (manage(encoder, "text_encoder", text_encoder_name, load_device, offload),)
 

@@ -36,6 +36,7 @@ import comfy.patcher_extension
 
 from ..wan_core.dit.hooks import BlockState, DiTHooks
 from ..wan_core.dit.model import TEXT_KV_REUSE_MAX_TOKENS, WanDiT
+from . import host_layers
 
 # The text's embedding and every block's cross-attention keys/values are projected once per sampling
 # run, as wan_core's own loop does, for clips up to TEXT_KV_REUSE_MAX_TOKENS video tokens.
@@ -140,6 +141,7 @@ class ComfyWanDiT(WanDiT):
                  device=None, dtype=None):
         super().__init__(config, operations, compute_dtype, attention_backend, device=device, dtype=dtype)
         self.weight_dtype = dtype
+        host_layers.attach(self, compute_dtype)  # the fp32 regions on the host's layers
 
     @property
     def dtype(self) -> torch.dtype:

@@ -174,19 +174,29 @@ class WanCoreDecode:
                 if tile is not None:
                     self._tiled(vae, zi, tile, tile_overlap // stride, step, target)
                     continue
-                try:
-                    vae.model.decode(zi, step, sink=lambda part, start, target=target: _to_images(part, start, target,
-                                                                                                  vae.source))
-                except Exception as e:  # out of memory: retry in tiles, as core's VAEDecode does
-                    mm.raise_non_oom(e)
-                    fallback = max(1, FALLBACK_TILE_PX // stride)
-                    log.warning("Wan Decode: out of memory decoding %dx%d frames whole; retrying in tiles of %d px "
-                                "(overlap %d px)", target.shape[2], target.shape[1], fallback * stride,
-                                fallback // 4 * stride)
-                    del e
-                    mm.soft_empty_cache()
-                    self._tiled(vae, zi, fallback, fallback // 4, step, target)
+                if self._whole(vae, zi, step, target):
+                    continue
+                # out of memory: retried in tiles, as core's VAEDecode does, only now that the failed
+                # attempt's exception (whose traceback held its activations and causal cache) is gone
+                fallback = max(1, FALLBACK_TILE_PX // stride)
+                log.warning("Wan Decode: out of memory decoding %dx%d frames whole; retrying in tiles of %d px "
+                            "(overlap %d px)", target.shape[2], target.shape[1], fallback * stride,
+                            fallback // 4 * stride)
+                mm.soft_empty_cache()
+                self._tiled(vae, zi, fallback, fallback // 4, step, target)
         return (out, [out[i * frames: (i + 1) * frames] for i in range(z.shape[0])])
+
+    @staticmethod
+    def _whole(vae, z, step, target) -> bool:
+        """Decode ``z`` untiled into ``target``; False when the device ran out of memory. Any other
+        error propagates. The caller retries after this returns, outside the ``except`` block: a
+        pending exception keeps every frame of the failed decode (and the tensors they hold) alive."""
+        try:
+            vae.model.decode(z, step, sink=lambda part, start: _to_images(part, start, target, vae.source))
+        except Exception as e:  # noqa: BLE001 - what is not an out-of-memory error is raised again
+            mm.raise_non_oom(e)
+            return False
+        return True
 
     @staticmethod
     def _tiled(vae, z, tile, overlap, step, target):

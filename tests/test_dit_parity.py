@@ -40,7 +40,8 @@ def _ours(cfg, sd):
     return m.eval()
 
 
-def _official(cfg, sd):
+def official_model(cfg, sd):
+    """The official ``wan.modules.model.WanModel`` for ``cfg`` with ``sd`` loaded (fp32)."""
     mod = official_wan("modules.model")
     m = mod.WanModel(
         model_type="ti2v" if cfg.in_channels == 48 else "t2v", patch_size=cfg.patch_size, text_len=512,
@@ -48,7 +49,11 @@ def _official(cfg, sd):
         out_dim=cfg.out_channels, num_heads=cfg.num_heads, num_layers=cfg.num_layers, cross_attn_norm=True,
     )
     m.load_state_dict(sd)
-    m.eval()
+    return m.eval()
+
+
+def _official(cfg, sd):
+    m = official_model(cfg, sd)
 
     def run(x, t, texts, padded):
         seq_len = LATENT[0] * (LATENT[1] // 2) * (LATENT[2] // 2)

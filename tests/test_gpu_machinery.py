@@ -62,18 +62,26 @@ def comfy_names(sd):
     return {f"model.diffusion_model.{k}": v for k, v in sd.items()}
 
 
-def quantized_file(sd, fmt, path):
+def quantized_file(sd, fmt, path, awq_layers=()):
     """A file in the host's per-layer quantized format (``_quantization_metadata`` header, one
     ``weight_scale`` (+ ``weight_scale_2`` for nvfp4) per block linear), made with the host's own
-    quantizers, as Comfy-Org's repackaged fp8 / nvfp4 / mxfp8 / int8 files are."""
+    quantizers, as Comfy-Org's repackaged fp8 / nvfp4 / mxfp8 / int8 files are. ``awq_layers``
+    (nvfp4): more layers quantized AWQ-style, their input smoothed by a ``pre_quant_scale`` s (the
+    weight stored is W / s, so the layer computes W x only when the host applies s to x)."""
     import comfy.quant_ops as qo
 
     layout = qo.get_layout_class(qo.QUANT_ALGOS[fmt]["comfy_tensor_layout"])
+    g = torch.Generator().manual_seed(11)
     out, layers = {}, {}
     for k, v in sd.items():
-        if k.startswith("blocks.") and k.endswith(".weight") and v.dim() == 2:
+        layer = k[: -len(".weight")]
+        awq = layer in awq_layers
+        if (awq or k.startswith("blocks.")) and k.endswith(".weight") and v.dim() == 2:
+            if awq:
+                scale = torch.rand(v.shape[1], generator=g) * 3.5 + 0.5
+                v = v / scale
+                out[layer + ".pre_quant_scale"] = scale.to(torch.bfloat16)
             q, params = layout.quantize(v.to(torch.bfloat16))
-            layer = k[: -len(".weight")]
             out[k] = q
             if fmt == "nvfp4":
                 out[layer + ".weight_scale"], out[layer + ".weight_scale_2"] = params.block_scale, params.scale
@@ -474,3 +482,4 @@ def test_ti2v_with_a_start_frame_compiles_without_graph_breaks(loaders, tmp_path
     with torch.no_grad():
         eager, graph = dit.predict(x, t, ctx), compiled(x, t, ctx)
     assert rel_err(graph, eager) < 1e-6
+

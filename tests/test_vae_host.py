@@ -141,7 +141,12 @@ def test_small_budget_offloads_the_dit_before_the_decode(host, vae_files, tmp_pa
 
 def test_out_of_memory_falls_back_to_tiles(host, vae_files, monkeypatch, caplog):
     """An out-of-memory error in an untiled decode is retried in core's fallback tiles (256 px,
-    overlap 64 px), with a log line naming them; the result is that tiled decode's."""
+    overlap 64 px), with a log line naming them; the result is that tiled decode's. The retry starts
+    only once the failed attempt's memory is free: a tensor the failing decode allocated (its
+    activations and causal cache on a GPU) must be dead when the tiled decode starts. Break caught:
+    the retry inside the ``except`` block (the pending exception's traceback holds the tensor)."""
+    import weakref
+
     mm = host
     # the host recognises a GPU's error here too (its fallback, Exception, would make this test vacuous)
     assert mm.OOM_EXCEPTION is torch.OutOfMemoryError is torch.cuda.OutOfMemoryError
@@ -149,29 +154,54 @@ def test_out_of_memory_falls_back_to_tiles(host, vae_files, monkeypatch, caplog)
     wan_vae = ci.pack_module("wan_core.vae")
     vae = load(vae_files, "2.1")
     z = latent("2.1", t=2, h=8, w=40)  # wider than core's fallback tile (256 px = 32 latent px)
-    real = vae.model.decode
-    calls = []
+    real, real_tiled = vae.model.decode, video.decode_tiled
+    calls, watched, alive_at_retry = [], [], []
 
     def decode_once_oom(x, on_frames=None, sink=None):
         calls.append(tuple(x.shape))
         if len(calls) == 1:
+            activations = torch.empty(1 << 20)  # what the failed attempt had allocated
+            watched.append(weakref.ref(activations))
             # the class CUDA's caching allocator raises on a GPU (torch.cuda.OutOfMemoryError is it)
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (raised by the test)")
         return real(x, on_frames, sink=sink)
 
+    def tiled(*args, **kwargs):
+        alive_at_retry.append(watched[0]() is not None)
+        return real_tiled(*args, **kwargs)
+
     monkeypatch.setattr(vae.model, "decode", decode_once_oom)
+    monkeypatch.setattr(video, "decode_tiled", tiled)
     with caplog.at_level(logging.WARNING, logger="wan_core"):
         (frames, videos) = video.WanCoreDecode().decode(vae, z, False, 512, 64)
     assert any("out of memory" in r.getMessage() and "256 px" in r.getMessage() for r in caplog.records)
     assert len(calls) > 2  # the whole latent once, then tile by tile
+    assert alive_at_retry == [False]
     monkeypatch.setattr(vae.model, "decode", real)
     with torch.no_grad():
         ref = wan_vae.decode_tiled(vae.model, z["samples"], 32, 8)
     ref = ((ref[0] + 1) / 2).clamp(0, 1).permute(1, 2, 3, 0)
     assert torch.allclose(frames, ref, atol=1e-6)
-    with pytest.raises(ValueError):  # anything else is not swallowed
-        monkeypatch.setattr(vae.model, "decode", lambda *a, **k: (_ for _ in ()).throw(ValueError("broken")))
+
+
+def test_decode_errors_other_than_out_of_memory_are_not_retried(host, vae_files, monkeypatch):
+    """Only out-of-memory errors fall back to tiles: any other error of the decode is raised as it
+    is, from the first attempt (no tiled retry that would hide it behind a slow second decode).
+    Break caught: the fallback catching every exception (``raise_non_oom`` removed), which retried
+    in tiles and raised the same error again from the retry."""
+    video = ci.pack_module("nodes.video")
+    vae = load(vae_files, "2.1")
+    z = latent("2.1", t=2, h=8, w=40)
+    calls = []
+
+    def broken(x, on_frames=None, sink=None):
+        calls.append(tuple(x.shape))
+        raise ValueError("broken decoder (raised by the test)")
+
+    monkeypatch.setattr(vae.model, "decode", broken)
+    with pytest.raises(ValueError, match="broken decoder"):
         video.WanCoreDecode().decode(vae, z, False, 512, 64)
+    assert calls == [tuple(z["samples"].shape)]
 
 
 # -- the host's dtypes and layers -----------------------------------------------------------------

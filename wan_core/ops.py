@@ -32,11 +32,16 @@ def run_layer(layer: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Te
     """Call ``layer`` computing in ``dtype``; the result is in ``dtype``.
 
     Callers state the precision they want (fp32 for time embedding, norms and head; the compute
-    dtype for the rest). Layers that cast their weights per call do so; a host layer that can cast
-    but is not set to (ComfyUI's ``forward_comfy_cast_weights`` while the layer is resident in the
-    compute dtype) is asked to for this call, so the precision does not depend on whether the host
-    has the layer on its device or offloaded. Plain layers compute in their weight dtype.
+    dtype for the rest). A layer that carries ``run_in(x, dtype)`` decides itself how to honour that
+    (a host sets it on its own layers: it knows which of them can compute in fp32 and which expect
+    their input in the compute dtype). Layers that cast their weights per call do so; a layer that
+    can cast but is not set to (``forward_comfy_cast_weights`` while resident in another dtype) is
+    asked to for this call, so the precision does not depend on where the host keeps the layer.
+    Plain layers compute in their weight dtype.
     """
+    run_in = getattr(layer, "run_in", None)
+    if run_in is not None:
+        return run_in(x, dtype)
     weight = getattr(layer, "weight", None)
     if weight is None or layer_casts_weights(layer) or weight.dtype == dtype:
         return layer(x.to(dtype))

@@ -73,4 +73,5 @@ def load_dit_gguf(path, operations=None, compute_dtype: torch.dtype = torch.floa
             value = t.as_float().reshape(shape)
             state[name] = value.float() if name.endswith("modulation") else value
     assign_parameters(model, {k: v.to(device) for k, v in state.items()}, source)
+    model.mapped_ranges = [f.mapped_range]  # weights still on the file's pages (see GGUFFile.mapped_range)
     return model.eval()

@@ -142,6 +142,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x, rope, dtype, backend, hooks: Optional[DiTHooks] = None, site: Optional[Site] = None):
         cos, sin = rope
+        x = x.to(dtype)  # one compute-dtype copy of the fp32 stream for q, k and v
         q = apply_rope(self._project_q(x, dtype), cos, sin).to(dtype)
         k, v = self._project_kv(x, dtype)
         k = apply_rope(k, cos, sin).to(dtype)

@@ -148,8 +148,16 @@ def q6_k(b):
     return q.reshape(n, QK_K // 16, -1).to(torch.float32).mul_(dd).reshape(n, QK_K)
 
 
+_KVALUES: Dict[torch.device, torch.Tensor] = {}
+
+
 def _kvalues(device):
-    return torch.tensor(IQ4_KVALUES, dtype=torch.float32, device=device)
+    """The IQ4 value table on ``device``, made once per device (a copy per call is a host-to-device
+    transfer and a sync per layer on a GPU)."""
+    table = _KVALUES.get(device)
+    if table is None:
+        table = _KVALUES[device] = torch.tensor(IQ4_KVALUES, dtype=torch.float32, device=device)
+    return table
 
 
 def iq4_nl(b):
@@ -209,4 +217,30 @@ def dequantize(raw: torch.Tensor, qtype: int, shape, dtype: torch.dtype = torch.
         out = np_dequantize(raw.cpu().numpy(), qtype)
         return torch.from_numpy(out).reshape(shape).to(device=raw.device, dtype=dtype)
     blocks = raw.reshape(-1, type_size)
-    return kernel(blocks).reshape(shape).to(dtype)
+    step = max(1, CHUNK_VALUES // block_size)
+    if dtype == torch.float32 or blocks.shape[0] <= step:
+        return kernel(blocks).reshape(shape).to(dtype)
+    # a narrower dtype: decoded in chunks of rows into the output, so the fp32 values the kernels
+    # compute (bit-identical to gguf.quants) exist for one chunk at a time, not the whole weight
+    out = torch.empty(blocks.shape[0], block_size, dtype=dtype, device=raw.device)
+    for i in range(0, blocks.shape[0], step):
+        out[i: i + step] = kernel(blocks[i: i + step])
+    return out.reshape(shape)
+
+
+# Values decoded at a time when the result is narrower than fp32: the kernels' fp32 values and
+# temporaries exist for one chunk (8M values: at most about 110 MiB) instead of the whole weight (a
+# 13824 x 5120 A14B FFN weight decoded to bf16 whole peaked at 6.6 bytes a value, 464 MB; in chunks
+# 191 MB), for a few more kernel launches.
+CHUNK_VALUES = 1 << 23
+# the kernels' peak per value, fp32 result included (measured on the CPU with a dispatch mode that
+# tracks live storages: 5.2 (Q8_0) to 8.1 (Q6_K), 12.6 / 13.8 for IQ4_NL / IQ4_XS's int64 indices)
+_KERNEL_BYTES_PER_VALUE = 14
+
+
+def dequant_workspace_bytes(qtype: int, numel: int, dtype: torch.dtype) -> int:
+    """Peak memory :func:`dequantize` allocates for a tensor of ``numel`` values in ``dtype``: the
+    result, plus the kernels' temporaries for one chunk (the whole tensor when the result is fp32)."""
+    if dtype == torch.float32:
+        return numel * _KERNEL_BYTES_PER_VALUE
+    return numel * dtype.itemsize + min(numel, CHUNK_VALUES) * _KERNEL_BYTES_PER_VALUE

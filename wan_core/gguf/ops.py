@@ -8,6 +8,7 @@ the same file) fall through to the per-call casting of ``wan_core.ops``.
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import torch
@@ -16,7 +17,13 @@ from torch import nn
 
 from ..ops import (CastConv3d, CastLayerNorm, CastLinear, CastRMSNorm, _PerCallCast, apply_functions, call_functions,
                    cast_bias)
-from .dequant import dequantize
+from .dequant import dequant_workspace_bytes, dequantize
+
+
+def fetch_to(raw: torch.Tensor, device: torch.device):
+    """The compact bytes on ``device`` and a function to call once they have been read there (None
+    here). A host replaces this per layer class to copy on its own offload stream (see ``nodes/``)."""
+    return raw.to(device, non_blocking=True), None
 
 
 class _Quantized:
@@ -24,15 +31,24 @@ class _Quantized:
 
     qtype = None
     logical_shape = None
+    fetch = staticmethod(fetch_to)
 
     def set_quantized(self, raw: torch.Tensor, qtype: int, shape) -> None:
         self.weight = nn.Parameter(raw, requires_grad=False)
         self.qtype, self.logical_shape = int(qtype), tuple(shape)
 
+    def decode_bytes(self, dtype: torch.dtype) -> int:
+        """Device memory one call allocates to decode the weight in ``dtype`` (0 for float weights)."""
+        if self.qtype is None:
+            return 0
+        return dequant_workspace_bytes(self.qtype, math.prod(self.logical_shape), dtype)
+
     def quantized_weight(self, x: torch.Tensor) -> torch.Tensor:
         """The weight dequantized on ``x``'s device in ``x``'s dtype, per-call functions (LoRA) applied."""
-        w = dequantize(self.weight.to(x.device, non_blocking=True), self.qtype, self.logical_shape, x.dtype,
-                       name=getattr(self, "gguf_name", type(self).__name__))
+        raw, done = self.fetch(self.weight, x.device) if self.weight.device != x.device else (self.weight, None)
+        w = dequantize(raw, self.qtype, self.logical_shape, x.dtype, name=getattr(self, "gguf_name", type(self).__name__))
+        if done is not None:
+            done()
         return apply_functions(w, call_functions(self, "weight"))
 
 

@@ -69,6 +69,13 @@ class GGUFFile:
                                             if not k.startswith("tokenizer.ggml.") or k in _SMALL_TOKENIZER_KEYS}
         self.architecture = self.metadata.get("general.architecture")
 
+    @property
+    def mapped_range(self) -> Tuple[int, int]:
+        """(first address, end address) of the file's memory map, which every tensor of
+        :meth:`tensors` points into (a host must not page-lock these: they are the file's pages)."""
+        start = int(self.reader.data.ctypes.data)
+        return start, start + int(self.reader.data.nbytes)
+
     def field(self, key):
         f = self.reader.fields.get(key)
         return None if f is None else _field_value(f)
