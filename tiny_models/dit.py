@@ -16,22 +16,28 @@ TINY_T2V = WanDiTConfig(in_channels=16, out_channels=16, dim=256, ffn_dim=512, n
 TINY_TI2V = WanDiTConfig(in_channels=48, out_channels=48, dim=256, ffn_dim=384, num_heads=2, num_layers=2)
 
 
-def random_dit_state(cfg: WanDiTConfig, seed: int = 0) -> dict:
-    """Official-named fp32 state dict with weights at a scale where every path matters."""
-    g = torch.Generator().manual_seed(seed)
-    model = WanDiT(cfg)
+def random_dit_state(cfg: WanDiTConfig, seed: int = 0, device=None, dtype=None) -> dict:
+    """Official-named state dict with weights at a scale where every path matters: fp32 on the CPU,
+    or made on ``device`` (a GPU makes a real-size model in seconds) and stored in ``dtype`` on the
+    CPU (modulation stays fp32, as in the real files)."""
+    device = torch.device(device or "cpu")
+    g = torch.Generator(device=device).manual_seed(seed)
+    with torch.device("meta"):
+        shapes = {name: p.shape for name, p in WanDiT(cfg).state_dict().items()}
     sd = {}
-    for name, p in model.state_dict().items():
-        fan_in = p.shape[1] if p.dim() >= 2 else p.shape[0]
-        if p.dim() == 5:
-            fan_in = p[0].numel()
-        std = 1.0 / fan_in**0.5 if p.dim() >= 2 else 0.1
-        t = torch.randn(p.shape, generator=g) * std
+    for name, shape in shapes.items():
+        fan_in = shape[1] if len(shape) >= 2 else shape[0]
+        if len(shape) == 5:
+            fan_in = shape[1] * shape[2] * shape[3] * shape[4]
+        std = 1.0 / fan_in**0.5 if len(shape) >= 2 else 0.1
+        t = torch.randn(shape, generator=g, device=device) * std
         if "norm" in name and name.endswith("weight"):
             t = 1.0 + t
         if "modulation" in name:
-            t = torch.randn(p.shape, generator=g) * 0.3
-        sd[name] = t.contiguous()
+            t = torch.randn(shape, generator=g, device=device) * 0.3
+        if dtype is not None and "modulation" not in name:
+            t = t.to(dtype)
+        sd[name] = t.to("cpu").contiguous()
     return sd
 
 
