@@ -12,13 +12,52 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import logging
 import os
 import sys
+import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACK = "wan_pack"
+
+
+class _Missing:
+    """What a name of the PyAV stand-in is: usable in imports and type checks, not at run time."""
+
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError("PyAV is not installed on this machine; the GPU acceptance run encodes no video")
+
+
+class _StandInModule(types.ModuleType):
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        value = self.__dict__[name] = type(name, (_Missing,), {"__module__": self.__name__})
+        return value
+
+
+class _PyAVStandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``av`` and its submodules as import-only stand-ins. ComfyUI 0.30's ``nodes`` imports
+    ``comfy_api.latest``, which imports PyAV for its video types; PyAV (34 MiB) does not fit beside
+    comfy-kitchen (43 MiB, imported unconditionally) in a GPU machine's 64 MiB per call, and this
+    run decodes no video file. Used only where ``av`` cannot be imported, and installed after
+    torchvision (which probes for PyAV and must find none); any real use raises."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "av" or name.startswith("av."):
+            return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        module = _StandInModule(spec.name)
+        module.__path__ = []
+        return module
+
+    def exec_module(self, module):
+        return None
 
 
 def start(flags=(), comfyui=None) -> dict:
@@ -28,6 +67,12 @@ def start(flags=(), comfyui=None) -> dict:
         raise SystemExit("no ComfyUI: set COMFYUI_PATH (scripts/gpu_check.sh does)")
     sys.path.insert(0, comfyui)
     sys.argv = ["main.py", *flags]
+    # WAN_GPU_CHECK_NO_PYAV=1: as on a machine without PyAV (the smoke test runs that path)
+    pyav = importlib.util.find_spec("av") is not None and not os.environ.get("WAN_GPU_CHECK_NO_PYAV")
+    if not pyav:
+        import torchvision  # noqa: F401  (it probes for PyAV itself: it must see none)
+
+        sys.meta_path.insert(0, _PyAVStandIn())
     import comfy.options
 
     comfy.options.enable_args_parsing()
@@ -61,7 +106,7 @@ def start(flags=(), comfyui=None) -> dict:
             comfy.model_patcher.CoreModelPatcher = comfy.model_patcher.ModelPatcherDynamic
             comfy.memory_management.aimdo_enabled = True
     importlib.import_module("nodes")  # core nodes (KSampler, VAEDecode, UNETLoader, ...)
-    return describe()
+    return {**describe(), "pyav": "installed" if pyav else "import-only stand-in"}
 
 
 def describe() -> dict:

@@ -22,9 +22,11 @@ cp -a "$COMFYUI_PATH" "$dest/ComfyUI"
    && find . -name '*.md' -delete && find comfy/text_encoders comfy/sd1_tokenizer -type f ! -name '*.py' -delete)
 mkdir -p "$dest/ComfyUI/custom_nodes" "$dest/ComfyUI/input" "$dest/ComfyUI/output"
 # What the in-process host and this pack import that the GPU machine's image does not hold
-# (device KINDS.md lists its packages), at the versions this project's environment runs.
+# (device KINDS.md lists its packages), at the versions this project's environment runs. comfy-kitchen
+# (43 MiB) is the host's quantized kernels; ComfyUI 0.30 imports it unconditionally (comfy/ldm/joyimage).
 WHEELS=(gguf==0.19.0 ftfy==6.3.1 wcwidth==0.9.4 comfy-aimdo==0.4.11 torchsde==0.2.6 trampoline==0.1.2
-        pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5)
+        pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+        comfy-kitchen==0.2.26)
 "$WAN_PACK_VENV/bin/pip" download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   --platform manylinux_2_12_x86_64 --platform manylinux2010_x86_64 --platform any \
