@@ -344,3 +344,37 @@ def test_text_projection_reused_within_a_run(env, monkeypatch):
     assert calls == [2] and rel_err(with_lora, got) > 1e-3
     monkeypatch.setattr(adapter, "TEXT_KV_REUSE_MAX_TOKENS", 0)
     assert torch.equal(wan_sampler(patched, pos, neg, lat, steps=4), with_lora)
+
+
+def test_text_projection_follows_a_lora_added_between_runs_on_the_same_sigmas(env):
+    """ComfyUI's cache hands the same SIGMAS object to the next prompt when only the model changed.
+    The text projected in the first run (keyed by that object) must not serve a run whose
+    text-embedding / cross-attention weights now carry a LoRA: the second run equals a fresh one.
+    Break caught: the projection cache keyed without the weights and patches (10.6% off a fresh run
+    when this was found)."""
+    import comfy.sd
+
+    from tiny_models.loras import lora_state
+
+    nodes = ci.pack_module("nodes.sampler_nodes")
+    pos, neg = conds(5)
+    lat = {"samples": torch.zeros(1, 16, 3, 6, 10)}
+    sigmas = nodes.WanCoreSigmas().get("euler", 4, 5.0, 1.0)[0]  # the one object both prompts get
+
+    def run(model, sigmas):
+        shifted = ci.run_node("ModelSamplingSD3", model=model, shift=5.0)[0]
+        guider = ci.run_node("CFGGuider", model=shifted, positive=[[pos, {}]], negative=[[neg, {}]], cfg=5.0)[0]
+        with torch.inference_mode():
+            return ci.run_node("SamplerCustomAdvanced", noise=nodes.WanCoreNoise().get(7)[0], guider=guider,
+                               sampler=nodes.WanCoreSamplerSelect().get("euler")[0], sigmas=sigmas,
+                               latent_image=lat)[0]["samples"]
+
+    model = load(env, "t2v")
+    first = run(model, sigmas)
+    lora = {k: v for k, v in lora_state(TINY_T2V, "lightx2v", rank=16, seed=6).items()
+            if ".cross_attn." in k}
+    patched = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)[0]
+    again = run(patched, sigmas)
+    fresh = run(patched, sigmas.clone())
+    assert rel_err(fresh, first) > 1e-3  # the LoRA acts on the video
+    assert torch.equal(again, fresh)
