@@ -98,6 +98,18 @@ def test_prompts_file_over_two_servers_then_rerun_skips(pair, tmp_path):
     assert main(args) == 0  # the same command again: everything is in the manifest
     assert sum(executed(s) for s in pair) - sum(before) == 3 and len(manifest_of(out)) == 3
 
+    # a job recorded as failed is not done: the re-run runs it again, and only it (break caught:
+    # resume treating every manifest line as done, which skipped the jobs that had failed)
+    lines = (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    failed = json.loads(lines[0])
+    failed.update(status="error", error="(marked failed by the test)")
+    (out / "manifest.jsonl").write_text("\n".join([json.dumps(failed, ensure_ascii=False)] + lines[1:]) + "\n",
+                                        encoding="utf-8")
+    assert main(args) == 0
+    assert sum(executed(s) for s in pair) - sum(before) == 4
+    rerun = manifest_of(out)[-1]
+    assert rerun["job"] == failed["job"] and rerun["status"] == "success" and len(manifest_of(out)) == 4
+
 
 def test_server_stopped_mid_batch(models, tmp_path_factory, tmp_path):
     a, b = start(models, tmp_path_factory, "dies"), start(models, tmp_path_factory, "lives")
