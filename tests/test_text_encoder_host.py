@@ -88,12 +88,23 @@ def test_every_weighted_layer_can_stay_off_the_device_under_partial_loading(file
 
 
 def test_encode_runs_on_the_hosts_device_not_where_the_table_is(files):
-    """The node tells the encoder the patcher's load device: with the token table left on the
-    offload device, ids and activations still go to the load device."""
+    """Wan Encode Prompts runs the encoder on the patcher's load device, whatever device the host
+    left the token table on (offloaded, it is not where the compute goes). The load device here is
+    ``cpu:0``, a device object distinct from the table's ``cpu``: every device the encode asks
+    for while the node encodes must be it. Break caught: the node no longer handing the encoder its
+    load device (the encode then follows the table, as it does alone)."""
+    ci.host()
+    host = ci.pack_module("nodes.host")
+    prompts = ci.pack_module("nodes.prompts")
     encoder = load_text_encoder(files["fp32"])
-    assert encoder.weight_device() == encoder.model.shared.weight.device
-    encoder.compute_device = torch.device("cpu", 0)
-    assert encoder.weight_device() == torch.device("cpu", 0)
+    assert encoder.weight_device() == encoder.model.shared.weight.device == torch.device("cpu")  # alone
+    load_device = torch.device("cpu", 0)
+    managed = host.manage(encoder, "text_encoder", "umt5", load_device, torch.device("cpu"))
+    asked, real = [], encoder.weight_device
+    encoder.weight_device = lambda: asked.append(real()) or asked[-1]
+    with torch.inference_mode():
+        prompts.WanCoreEncodePrompts().encode(managed, SENTENCES[0], "blurry", False)
+    assert asked and all(d == load_device for d in asked), asked
 
 
 def test_encode_prompts_node_one_per_line(files):
