@@ -378,3 +378,32 @@ def test_text_projection_follows_a_lora_added_between_runs_on_the_same_sigmas(en
     fresh = run(patched, sigmas.clone())
     assert rel_err(fresh, first) > 1e-3  # the LoRA acts on the video
     assert torch.equal(again, fresh)
+
+
+def test_a14b_low_noise_expert_is_loaded_only_when_sampling_reaches_it(env, monkeypatch):
+    """Through Wan Sampler (the node path), ComfyUI is asked to load the low-noise expert only once
+    the high-noise expert has run its steps, never both before the first step (twice the VRAM at
+    the start). Every ``load_models_gpu`` call is recorded with the DiT passes made so far. Break
+    caught: both experts loaded together before sampling."""
+    import comfy.model_management as mm
+
+    high, low = load(env, "high"), load(env, "low")
+    dits = {"high": high.model.diffusion_model, "low": low.model.diffusion_model}
+    calls, real = [], mm.load_models_gpu
+
+    def recording(models, *args, **kwargs):
+        loaded = {name for name, dit in dits.items()
+                  for m in models if getattr(getattr(m, "model", None), "diffusion_model", None) is dit}
+        calls.append((loaded, dits["high"].passes, dits["low"].passes))
+        return real(models, *args, **kwargs)
+
+    monkeypatch.setattr(mm, "load_models_gpu", recording)
+    pos, neg = conds(6)
+    mm.unload_all_models()
+    wan_sampler(high, pos, neg, torch.zeros(1, 16, 3, 6, 10), steps=8, shift=12.0, guidance=4.0,
+                model_low_noise=low, guidance_low_noise=3.0, boundary=0.875)
+    first_low = next(i for i, (loaded, *_) in enumerate(calls) if "low" in loaded)
+    assert all("low" not in loaded for loaded, *_ in calls[:first_low])
+    _, high_passes, low_passes = calls[first_low]
+    assert high_passes > 0 and low_passes == 0  # the high expert had run; the low one had not yet
+    assert any("high" in loaded for loaded, *_ in calls[:first_low])
