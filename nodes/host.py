@@ -137,8 +137,14 @@ def experts_match(high, low) -> None:
     if (a.in_channels, a.dim, a.ffn_dim, a.num_layers) != (b.in_channels, b.dim, b.ffn_dim, b.num_layers):
         raise ValueError(
             f"the high- and low-noise experts are different models: {getattr(high, 'source', 'model')} is "
-            f"{a.family} (dim {a.dim}, {a.num_layers} layers) and {getattr(low, 'source', 'model_low_noise')} is "
-            f"{b.family} (dim {b.dim}, {b.num_layers} layers). Load both experts of one Wan2.2 A14B release.")
+            f"{_described(a)} and {getattr(low, 'source', 'model_low_noise')} is {_described(b)}. Load both "
+            "experts of one Wan2.2 A14B release.")
+
+
+def _described(cfg) -> str:
+    """A DiT's family, with its size when the family name does not already give it."""
+    family = cfg.family
+    return family if f"dim {cfg.dim}" in family else f"{family} (dim {cfg.dim}, {cfg.num_layers} layers)"
 
 
 def dit_activation_bytes(memory_usage_factor: float, latent_shape, dtype: torch.dtype) -> int:

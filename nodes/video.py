@@ -103,25 +103,36 @@ def check_fits(vae, size, latent_shape) -> None:
     # falls back to them on a GPU); what cannot fit even so is refused
     work = decode_bytes(cfg, latent_shape, vae.model.dtype, tile=max(1, FALLBACK_TILE_PX // cfg.stride[1]))
     device = vae.patcher.load_device
-    device_total = mm.get_total_memory(device)
     ram_total = mm.get_total_memory(torch.device("cpu"))
-    same = device.type == "cpu"
+    frames_text = f"the {batch * size.frames} frames take {frames_bytes / 2**30:.1f} GiB"
     problems = []
-    if work + (frames_bytes if same else 0) > device_total:
-        problems.append(f"decoding needs at least {work / 2**30:.1f} GiB on {device} (of "
-                        f"{device_total / 2**30:.1f} GiB)")
-    if frames_bytes > 0.8 * ram_total:
-        problems.append(f"the {batch * size.frames} frames take {frames_bytes / 2**30:.1f} GiB of RAM (of "
-                        f"{ram_total / 2**30:.1f} GiB)")
+    if device.type == "cpu":  # one memory holds the frames and the decoder's working memory
+        same = True
+        if frames_bytes + work > 0.8 * ram_total:
+            problems.append(f"{frames_text} and decoding at least {work / 2**30:.1f} GiB more, of "
+                            f"{ram_total / 2**30:.1f} GiB of RAM")
+    else:
+        same = False
+        device_total = mm.get_total_memory(device)
+        if work > device_total:
+            problems.append(f"decoding needs at least {work / 2**30:.1f} GiB on {device} even in "
+                            f"{FALLBACK_TILE_PX} px tiles (of {device_total / 2**30:.1f} GiB)")
+        if frames_bytes > 0.8 * ram_total:
+            problems.append(f"{frames_text} of RAM (of {ram_total / 2**30:.1f} GiB)")
     if not problems:
         return
-    max_frames = max(1, int((0.8 * ram_total - (work if same else 0)) // max(1, batch * frame_bytes)))
-    max_frames = max(1, (max_frames - 1) // 4 * 4 + 1)
-    max_pixels = int(0.8 * ram_total / max(1, batch * size.frames * pixel_bytes))
+    hints = []
+    if same or frames_bytes > 0.8 * ram_total:  # the frames are what the RAM cannot hold
+        max_frames = max(1, int((0.8 * ram_total - (work if same else 0)) // max(1, batch * frame_bytes)))
+        max_frames = max(1, (max_frames - 1) // 4 * 4 + 1)
+        max_pixels = int(0.8 * ram_total / max(1, batch * size.frames * pixel_bytes))
+        hints.append(f"at this size at most {max_frames} frames per batch fit; at {size.frames} frames at most about "
+                     f"{max_pixels // 1000}k pixels per frame (e.g. {int((max_pixels * 16 / 9) ** 0.5)}x"
+                     f"{int((max_pixels * 9 / 16) ** 0.5)}); or a smaller batch")
+    else:  # the decoder's working memory follows the frame size, not the length
+        hints.append("a smaller frame size (the decoder's memory follows the frame size, not the length)")
     raise ValueError(f"{size.width}x{size.height}, {size.frames} frames, batch {batch} does not fit this machine: "
-                     f"{'; '.join(problems)}. At this size at most {max_frames} frames per batch fit; at "
-                     f"{size.frames} frames at most about {max_pixels // 1000}k pixels per frame (e.g. "
-                     f"{int((max_pixels * 16 / 9) ** 0.5)}x{int((max_pixels * 9 / 16) ** 0.5)}); or a smaller batch.")
+                     f"{'; '.join(problems)}. Use {'; '.join(hints)}.")
 
 
 class WanCoreDecode:

@@ -123,8 +123,10 @@ def test_wan_lora_loader_refuses_broken_files_naming_them(env, name, match):
 def test_a14b_experts_of_different_sizes_are_refused_naming_both(env):
     """Today's main compared only the channel count: a 1.3B as the low-noise expert ran."""
     high, low = load(env, "t2v.safetensors"), load(env, "wan_bigger.safetensors")
-    with pytest.raises(ValueError, match=r"t2v\.safetensors.*wan_bigger\.safetensors"):
+    with pytest.raises(ValueError, match=r"t2v\.safetensors.*wan_bigger\.safetensors") as refused:
         sample(high, model_low_noise=low)
+    dims = [f"dim {m.model.diffusion_model.config.dim}" for m in (high, low)]
+    assert all(str(refused.value).count(d) == 1 for d in dims), str(refused.value)  # each size said once
     pos, neg = conds()
     with pytest.raises(ValueError, match=r"different models"):
         ci.pack_module("nodes.sampler_nodes").WanCoreExpertGuider().get(high, low, pos, neg, 4.0, 3.0, 0.875)
@@ -149,29 +151,76 @@ def test_loader_lists_no_diffusers_shards_and_no_broken_links(env, tmp_path):
     assert not [n for n in names if "-of-0000" in n or n == "dangling.safetensors"], names
 
 
-@pytest.mark.parametrize("width,height,frames,batch", [(4096, 4096, 1025, 1), (4096, 4096, 1025, 64),
-                                                       (832, 480, 81, 64)])
-def test_video_size_refuses_what_cannot_fit_before_allocating(env, width, height, frames, batch, monkeypatch):
-    """Each value inside the node's limits, together too large: today's main accepted it and the
-    server's memory grew past 12 GB (or failed on a raw 275 GB allocation at batch 64). Refused
-    at the start of the node with the estimate and what fits; a normal size is accepted."""
-    from wan_core.vae import WanVAEConfig, WanVAE
+GiB = 2**30
+
+
+def memory(monkeypatch, ram_gib, device_gib=None):
+    """Pin what the host answers for the machine's memory (the tests must not depend on the size of
+    the machine they run on): RAM, and a GPU's memory for a CUDA load device."""
+    import comfy.model_management as mm
+
+    monkeypatch.setattr(mm, "get_total_memory", lambda dev=None, *a, **k: int(
+        (device_gib if dev is not None and torch.device(dev).type == "cuda" else ram_gib) * GiB))
+
+
+def wan21_vae(device="cpu"):
     from tiny_models.vae import random_vae_state
+    from wan_core.vae import WanVAE, WanVAEConfig
 
     host = ci.pack_module("nodes.host")
-    video = ci.pack_module("nodes.video")
     cfg = WanVAEConfig("2.1", z_dim=16, dim=96, dec_dim=96)
     model = WanVAE(cfg)
     model.load_state_dict(random_vae_state(cfg, seed=0))
-    vae = host.manage(model.eval(), "vae", "wan_2.1_vae.safetensors", torch.device("cpu"), torch.device("cpu"))
-    allocated = []
+    return host.manage(model.eval(), "vae", "wan_2.1_vae.safetensors", torch.device(device), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("width,height,frames,batch", [(4096, 4096, 1025, 1), (4096, 4096, 1025, 64),
+                                                       (832, 480, 81, 64)])
+def test_video_size_refuses_what_cannot_fit_before_allocating(env, width, height, frames, batch, monkeypatch):
+    """Each value inside the node's limits, together too large for a 24 GiB machine (pinned: with
+    64 GiB the last case fits): an earlier main accepted them and the server's memory grew past 12 GB
+    (or failed on a raw 275 GB allocation at batch 64). Refused at the start of the node with the
+    estimate and what fits; a normal size is accepted."""
+    video = ci.pack_module("nodes.video")
+    vae = wan21_vae()
+    memory(monkeypatch, ram_gib=24)
+    allocated, zeros = [], torch.zeros
     monkeypatch.setattr(torch, "zeros", lambda *a, **k: allocated.append(a) or torch.empty(0))
-    with pytest.raises(ValueError, match=r"does not fit this machine: .*GiB.*at most \d+ frames per batch fit.*pixels per frame"):
+    with pytest.raises(ValueError, match=r"does not fit this machine: the \d+ frames take .*GiB.*of RAM.*"
+                                         r"at most \d+ frames per batch fit.*pixels per frame"):
         video.WanCoreVideoSize().make(vae, "custom", "480p", width, height, frames, batch)
     assert not allocated
-    monkeypatch.undo()
+    monkeypatch.setattr(torch, "zeros", zeros)
     (latent, w, h, f) = video.WanCoreVideoSize().make(vae, "custom", "480p", 832, 480, 81, 1)["result"]
     assert latent["samples"].shape == (1, 16, 21, 60, 104)
+
+
+def test_video_size_refuses_a_decode_that_cannot_fit_the_gpu_even_in_tiles(env, monkeypatch):
+    """A clip whose frames fit in RAM but whose decoder cannot work on the GPU even in the out-of-
+    memory fallback's tiles: refused on the decode alone, naming the device, not the RAM. Break
+    caught: the decode half of the check removed (the RAM check alone accepted it)."""
+    video = ci.pack_module("nodes.video")
+    vae = wan21_vae(device="cuda")
+    memory(monkeypatch, ram_gib=64, device_gib=0.05)
+    with pytest.raises(ValueError) as refused:
+        video.WanCoreVideoSize().make(vae, "custom", "480p", 832, 480, 81, 1)
+    message = str(refused.value)
+    assert "decoding needs at least" in message and "cuda" in message and "256 px tiles" in message
+    assert "RAM" not in message and message.count("GiB") == 2  # only the limit exceeded, once
+    memory(monkeypatch, ram_gib=64, device_gib=8)
+    video.WanCoreVideoSize().make(vae, "custom", "480p", 832, 480, 81, 1)
+
+
+def test_video_size_names_only_the_limits_exceeded(env, monkeypatch):
+    """On a CPU the frames and the decoder share the RAM: one problem, naming both amounts and the
+    RAM once (an earlier main also listed the decode as a problem although it fitted)."""
+    video = ci.pack_module("nodes.video")
+    vae = wan21_vae()
+    memory(monkeypatch, ram_gib=24)
+    with pytest.raises(ValueError) as refused:
+        video.WanCoreVideoSize().make(vae, "custom", "480p", 832, 480, 1025, 8)
+    message = str(refused.value)
+    assert message.count("of RAM") == 1 and "decoding needs" not in message
 
 
 def test_prompt_count_must_fit_the_batch(env):
@@ -197,7 +246,13 @@ def test_wan_sampler_refuses_a_latent_whose_dit_activations_cannot_fit(env, monk
     shape = (1, 16, 5, 4, 6)
     dtype = model.model.get_dtype_inference()
     need = host.dit_activation_bytes(model.model.memory_usage_factor, shape, dtype)
-    assert need == 2 * 5 * 4 * 6 * torch.finfo(dtype).bits // 8 * 0.01 * model.model.memory_usage_factor * 2**20 // 1
+    # the host's own estimate (BaseModel.memory_required, its branch for a GPU's memory-efficient
+    # attention) for the batched conditional and unconditional passes
+    import comfy.model_base
+
+    monkeypatch.setattr(mm, "pytorch_attention_flash_attention", lambda: True)
+    assert need == int(comfy.model_base.BaseModel.memory_required(model.model, (2,) + shape[1:]))
+    monkeypatch.undo()
     monkeypatch.setattr(mm, "get_total_memory", lambda *a, **k: need - 1)
     pos, neg = conds()
     run = ci.pack_module("nodes.sampler_nodes").WanCoreSampler().run
