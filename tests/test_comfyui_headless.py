@@ -311,21 +311,44 @@ def test_ten_prompts_queued_at_once_all_complete(server):
 # -- interoperation with core nodes -------------------------------------------------------------------
 
 
+def frames_of(server, entry, prefix):
+    """The PNG frames a SaveImage with ``prefix`` wrote, as one uint8 array [frames, H, W, 3]."""
+    import numpy as np
+    from PIL import Image
+
+    files = sorted(f for f in server.output_files(entry, ".png") if f.name.startswith(prefix))
+    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files]).astype(int)
+
+
 def test_our_latent_decodes_with_core_vae_and_core_latent_with_ours(server):
+    """Interoperation, checked on the pictures (lossless PNG frames, not the mp4): our latent decoded
+    by core VAEDecode gives Wan Decode's frames (the same VAE file; 8-bit rounding apart), and a
+    sampler started from core's EmptyHunyuanLatentVideo makes the same video as from Wan Video Size."""
     wf = shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", seed=21)
     wf["20"] = {"class_type": "VAELoader", "inputs": {"vae_name": "wan_2.1_vae.safetensors"}}
-    wf["7"] = {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["20", 0]}}
-    wf["8"]["inputs"]["images"] = ["7", 0]  # core VAEDecode has one output
+    wf["21"] = {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["20", 0]}}
+    wf["8"]["inputs"]["images"] = ["21", 0]  # core VAEDecode (one output) into CreateVideo
+    wf["22"] = {"class_type": "SaveImage", "inputs": {"images": ["21", 0], "filename_prefix": "interop_core"}}
+    wf["23"] = {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "interop_ours"}}
     entry = run_ok(server, wf)
     frames, w, h, _ = probe_mp4(server.output_files(entry, ".mp4")[0])
     assert (frames, w, h) == (9, 64, 48)
+    core, ours = frames_of(server, entry, "interop_core"), frames_of(server, entry, "interop_ours")
+    assert core.shape == ours.shape == (9, 48, 64, 3)
+    assert abs(core - ours).max() <= 2 and ours.std() > 5  # the same pictures, not flat ones
 
-    wf = shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", seed=22)
-    wf["5"] = {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 64, "height": 48, "length": 9,
-                                                                   "batch_size": 1}}
-    entry = run_ok(server, wf)
-    frames, w, h, _ = probe_mp4(server.output_files(entry, ".mp4")[0])
-    assert (frames, w, h) == (9, 64, 48)
+    made = []
+    for seed_latent in ("ours", "core"):
+        wf = shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", seed=22)
+        if seed_latent == "core":
+            wf["5"] = {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 64, "height": 48, "length": 9,
+                                                                           "batch_size": 1}}
+        wf["23"] = {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": f"start_{seed_latent}"}}
+        entry = run_ok(server, wf)
+        frames, w, h, _ = probe_mp4(server.output_files(entry, ".mp4")[0])
+        assert (frames, w, h) == (9, 64, 48)
+        made.append(frames_of(server, entry, f"start_{seed_latent}"))
+    assert (made[0] == made[1]).all() and made[0].std() > 5
 
 
 def test_batch_of_prompts_one_per_line(server):
