@@ -143,10 +143,10 @@ def test_bad_settings_are_readable_and_queue_nothing(pair, tmp_path, capsys):
     # a setting the workflow has no place for: refused before anything is sent
     assert main([WORKFLOW, "--server", server.url, "--out", str(tmp_path), "--lora-low", "x.safetensors:1"]) == 2
     assert "has no low-noise expert" in capsys.readouterr().err
-    # a value the server refuses (HTTP 400 node_errors): node, input and message printed
+    # a value past the limits the server publishes (/object_info): refused before anything is queued
     assert main([WORKFLOW, "--server", server.url, "--out", str(tmp_path), "--scheduler", "ddim", *SMALL]) == 2
     err = capsys.readouterr().err
-    assert "node 6 (WanCoreSampler), input 'scheduler'" in err and "ddim" in err
+    assert "WanCoreSampler.scheduler = 'ddim': not one of the server's 4 choices (unipc" in err
     assert server.get("/queue")["queue_pending"] == [] and executed(server) == before
 
 
@@ -230,3 +230,109 @@ def test_manifest_records_what_ran(pair, tmp_path):
                 if n["class_type"] == "WanCoreEncodePrompts")
     assert record["prompt"] == held and held
     assert record["size"] == "96x64" and record["seed"] == 4
+
+
+# -- files and batches users share (issue 24) -------------------------------------------------------
+
+
+def embedded_prompt(path: Path) -> str:
+    """The workflow prompt SaveVideo embeds in the mp4's metadata."""
+    import av
+
+    with av.open(str(path)) as c:
+        return c.metadata.get("prompt", "")
+
+
+def test_two_runs_sharing_an_output_folder_keep_both_videos(pair, tmp_path):
+    """Two client runs, each on its own server, the same --out: both servers name their file
+    ``..._00001_.mp4`` (their counters collide); an earlier client saved both under that name, the
+    second overwriting the first, and both manifest lines pointed at it. Each video now keeps a name
+    of its own, holding its own job's prompt, and a re-run of either finds its own video done."""
+    out = tmp_path / "shared"
+    texts = ["a lighthouse in a storm", "a bowl of ramen, steam rising"]
+    for server, text in zip(pair, texts):
+        assert main([WORKFLOW, "--server", server.url, "--out", str(out), "--prompt", text, *SMALL]) == 0
+    records = manifest_of(out)
+    files = [out / r["outputs"][0] for r in records]
+    assert len(records) == 2 and files[0] != files[1] and all(f.exists() for f in files)
+    for f, text, r in zip(files, texts, records):
+        assert text in embedded_prompt(f) and r["prompt_id"][:8] in f.name
+    assert not list(out.glob(".*.partial"))
+    assert main([WORKFLOW, "--server", pair[0].url, "--out", str(out), "--prompt", texts[0], *SMALL]) == 0
+    assert len(manifest_of(out)) == 2  # done already: its own video, not the other run's
+
+
+def test_a_batch_with_bad_lines_starts_whole_or_not_at_all(pair, tmp_path, capsys):
+    """A prompts file whose line 3 has a seed below the server's minimum and line 4 an unknown
+    scheduler: nothing is queued, every bad line is named (an earlier client ran job 1, refused job
+    2 and never ran job 3, with exit 2, which says "nothing queued")."""
+    prompts = write_prompts(tmp_path / "batch.txt", [
+        "a red fox in the snow",
+        json.dumps({"prompt": "a cat", "seed": 5}),
+        json.dumps({"prompt": "a dog", "seed": -5}),
+        json.dumps({"prompt": "a bird", "scheduler": "ddim"}),
+    ])
+    before = sum(executed(s) for s in pair)
+    args = [WORKFLOW, "--prompts", str(prompts), "--out", str(tmp_path / "out"), *SMALL]
+    assert main(args + ["--server", pair[0].url, "--server", pair[1].url]) == 2
+    err = capsys.readouterr().err
+    assert "batch.txt: 2 problem(s), nothing was queued" in err
+    assert "line 3 (job003): WanCoreSampler.seed = -5: below its minimum 0" in err
+    assert "line 4 (job004): WanCoreSampler.scheduler = 'ddim'" in err
+    assert sum(executed(s) for s in pair) == before
+
+
+def test_a_job_the_server_refuses_mid_batch_fails_alone(pair, tmp_path, monkeypatch, capsys):
+    """A job a server refuses after the checks (a server that publishes other limits than the one
+    asked, stood in for here by skipping the check): recorded as refused with the server's reason,
+    the other jobs still run, exit 1; the same command runs only the refused job again."""
+    import wan_client.__main__ as cli
+
+    monkeypatch.setattr(cli, "check_limits", lambda *a: [])
+    prompts = write_prompts(tmp_path / "batch.txt", [
+        "one", json.dumps({"prompt": "two", "seed": -5}), "three"])
+    out = tmp_path / "out"
+    args = [WORKFLOW, "--prompts", str(prompts), "--out", str(out), "--server", pair[0].url, *SMALL]
+    assert main(args) == 1
+    by_job = {r["job"]: r for r in manifest_of(out)}
+    assert by_job["job002"]["status"] == "refused" and "seed" in by_job["job002"]["error"]
+    assert by_job["job001"]["status"] == by_job["job003"]["status"] == "success"
+    assert "job002 FAILED" in capsys.readouterr().err
+
+
+def test_full_disk_fails_the_job_cleanly(pair, tmp_path, capsys):
+    """--out on a full disk (a 64 KiB tmpfs filled but for 12 KiB, room for the manifest, not the
+    video): one error line naming the folder and its free space, no partial file, the job recorded
+    as failed, and a re-run once there is room makes it (an earlier client died with a traceback
+    from a write, left a 0-byte mp4 and no manifest line)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a small tmpfs for the full-disk check: {mounted.stderr.decode()}")
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    try:
+        filler = disk / "filler"
+        filler.write_bytes(b"\0" * (52 * 1024))
+        args = [WORKFLOW, "--server", pair[0].url, "--out", str(disk), "--prompt", "waves", *SMALL]
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert "No space left on device" in err and f"to {disk}" in err and "free there" in err
+        assert "Traceback" not in err
+        assert sorted(p.name for p in disk.iterdir()) == ["filler", "manifest.jsonl"]  # nothing partial
+        assert [r["status"] for r in manifest_of(disk)] == ["error"]
+        filler.unlink()
+        assert main(args) == 0
+        assert [r["status"] for r in manifest_of(disk)] == ["error", "success"]
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_a_prompts_file_that_is_not_utf8_names_the_line(pair, tmp_path, capsys):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("a fox\ncafé crème at dawn\n".encode("latin-1"))
+    assert main([WORKFLOW, "--prompts", str(path), "--server", pair[0].url, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "latin1.txt line 2 is not UTF-8 (byte 0xe9 at column 4): save the file as UTF-8" in err
+    assert "Traceback" not in err

@@ -10,8 +10,14 @@ workflow by node type: --prompt, --negative, --seed, --steps, --guidance, --guid
 JSON lines with per-job settings; the jobs are spread over the servers. A manifest (JSON lines)
 beside the outputs records every job; a re-run with it skips the finished ones.
 
-Exit status: 0 all jobs done, 1 some failed, 2 bad settings or a workflow ComfyUI refused (nothing
-queued), 3 no server answers, 130 interrupted (Ctrl-C; our jobs are stopped on their servers).
+Every job's settings are checked against the workflow and the server's published limits before
+anything is queued: a batch starts whole or stops naming every bad line. Each video is saved under
+a name of its own (the job, the server's file name and the prompt id) through a temporary file.
+
+Exit status: 0 every job done (now or in an earlier run); 1 some jobs failed (a server refused or
+could not run them, or their video could not be written; the manifest records them and the same
+command retries them); 2 bad settings, a prompts file or folder that cannot be read or written,
+nothing queued; 3 no server answers; 130 interrupted (Ctrl-C; our jobs are stopped on their servers).
 """
 
 from __future__ import annotations
@@ -27,11 +33,11 @@ if __package__ in (None, ""):  # run as a folder: python wan_client ...
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "wan_client"
 
-from wan_client.api import Server  # noqa: E402
+from wan_client.api import Server, ServerDown  # noqa: E402
 from wan_client.jobs import Job, Manifest, read_prompts  # noqa: E402
 from wan_client.progress import Display  # noqa: E402
-from wan_client.runner import NoServers, Refused, Runner  # noqa: E402
-from wan_client.workflow import SettingError, Workflow, settings_from_args  # noqa: E402
+from wan_client.runner import NoServers, Runner  # noqa: E402
+from wan_client.workflow import SettingError, Workflow, limit_problems, settings_from_args  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORKFLOW = ROOT / "workflows" / "wan2.1_t2v_1.3B_api.json"
@@ -102,8 +108,16 @@ def main(argv=None, display: Display = None) -> int:
             jobs = read_prompts(args.prompts, base, workflow.path.name)
         else:
             jobs = [Job(1, base, workflow.path.name)]
+        bad = []
         for job in jobs:  # every job's settings checked before anything is queued
-            workflow.with_settings(job.settings)
+            try:
+                workflow.with_settings(job.settings)
+            except SettingError as err:
+                bad.append(f"{job.where}: {err}" if args.prompts else str(err))
+        if bad:
+            raise SettingError(bad[0] if len(bad) == 1 and not args.prompts else
+                               f"{Path(args.prompts).name}: {len(bad)} problem(s), nothing was queued:\n  "
+                               + "\n  ".join(bad))
         check_writable(out)
     except SettingError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -130,21 +144,42 @@ def main(argv=None, display: Display = None) -> int:
             return 2
         servers = [local]
         if stand_in:
-            todo = [Job(j.index, {**j.settings, **stand_in}, j.workflow, key=j.key) for j in todo]
-    display = display or Display(interactive=False if args.quiet else None, total_jobs=len(jobs))
-    runner = Runner(workflow, servers, out, manifest, display, prefix="STAND-IN_" if stand_in else "",
-                    name_outputs_by_job=len(jobs) > 1)
+            todo = [Job(j.index, {**j.settings, **stand_in}, j.workflow, key=j.key, line=j.line) for j in todo]
     try:
+        problems = check_limits(workflow, todo, servers)
+        if problems:  # the batch starts whole or not at all
+            name = Path(args.prompts).name if args.prompts else "the settings"
+            print(f"error: {name}: {len(problems)} problem(s), nothing was queued:\n  " + "\n  ".join(problems),
+                  file=sys.stderr)
+            return 2
+        display = display or Display(interactive=False if args.quiet else None, total_jobs=len(jobs))
+        runner = Runner(workflow, servers, out, manifest, display, prefix="STAND-IN_" if stand_in else "",
+                        name_outputs_by_job=len(jobs) > 1)
         return asyncio.run(_run(runner, todo))
-    except Refused as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except NoServers as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
     finally:
         if local is not None:
             local.stop()
+
+
+def check_limits(workflow: Workflow, jobs, servers) -> list:
+    """Every job's workflow against the first answering server's published limits (``/object_info``):
+    the problems, each naming its line of the prompts file. No server answering: none (the runner
+    reports that)."""
+    for server in servers:
+        try:
+            info = server.get("/object_info")
+            break
+        except ServerDown:
+            continue
+    else:
+        return []
+    problems = []
+    for job in jobs:
+        problems += [f"{job.where}: {p}" for p in limit_problems(workflow.with_settings(job.settings).prompt, info)]
+    return problems
 
 
 async def _run(runner: Runner, jobs) -> int:

@@ -6,6 +6,8 @@ Only the standard library; the websocket side (progress events) lives in ``progr
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -104,12 +106,44 @@ class Server:
         """Raise when the server is known to be gone (a local subprocess that exited)."""
 
     def download(self, item: dict, dest: Path) -> Path:
-        """Fetch an output file (``{"filename", "subfolder", "type"}`` from history) to ``dest``."""
+        """Fetch an output file (``{"filename", "subfolder", "type"}`` from history) to ``dest``,
+        atomically: written under a temporary name beside it, then renamed, so a reader never sees
+        a part of it and a failed write leaves nothing (raises :class:`WriteError`)."""
         query = urllib.parse.urlencode({"filename": item["filename"], "subfolder": item.get("subfolder", ""),
                                         "type": item.get("type", "output")})
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(self.get_bytes(f"/view?{query}"))
+        data = self.get_bytes(f"/view?{query}")
+        write_atomic(dest, data)
         return dest
+
+
+class WriteError(OSError):
+    """An output or manifest could not be written (full disk, no permission): the message names the
+    file, the reason and the free space of its folder."""
+
+
+def write_atomic(dest: Path, data: bytes) -> None:
+    tmp = dest.with_name(f".{dest.name}.partial")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except OSError as err:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise WriteError(err.errno, f"cannot write {dest.name} to {dest.parent}: {err.strerror or err} "
+                                    f"({free_space(dest.parent)} free there, {len(data) / 2**20:.1f} MiB needed)") from None
+
+
+def free_space(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"
+    except OSError:
+        return "unknown"
 
 
 def finished(entry: Optional[dict]) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from .api import WriteError, free_space
 from .workflow import SETTINGS, SettingError
 
 
@@ -25,6 +26,11 @@ class Job:
     workflow: str
     key: str = ""
     outputs: List[Path] = field(default_factory=list)
+    line: Optional[int] = None  # in the prompts file
+
+    @property
+    def where(self) -> str:
+        return f"line {self.line} ({self.name})" if self.line else self.name
 
     def __post_init__(self):
         if not self.key:
@@ -44,11 +50,18 @@ def read_prompts(path, base: dict, workflow: str) -> List[Job]:
     """Jobs from a prompts file; each line's settings override ``base`` (the command line's)."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise SettingError(f"prompts file {path} not found") from None
+    except OSError as err:
+        raise SettingError(f"prompts file {path}: {err.strerror or err}") from None
     jobs = []
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(raw.splitlines(), 1):
+        try:
+            line = line.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            raise SettingError(f"{path.name} line {number} is not UTF-8 (byte 0x{line[err.start]:02x} at column "
+                               f"{err.start + 1}): save the file as UTF-8") from None
         text = line.strip()
         if not text or text.startswith("#"):
             continue
@@ -62,7 +75,7 @@ def read_prompts(path, base: dict, workflow: str) -> List[Job]:
                 raise SettingError(f"{path.name} line {number}: unknown setting(s) {unknown}; known: {', '.join(SETTINGS)}")
         else:
             settings = {"prompt": text}
-        jobs.append(Job(len(jobs) + 1, {**base, **settings}, workflow))
+        jobs.append(Job(len(jobs) + 1, {**base, **settings}, workflow, line=number))
     if not jobs:
         raise SettingError(f"{path.name} holds no prompts")
     return jobs
@@ -100,9 +113,15 @@ class Manifest:
         return done
 
     def add(self, record: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        """Append one line (raises :class:`~wan_client.api.WriteError` naming the file and the free space)."""
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line)
+        except OSError as err:
+            raise WriteError(err.errno, f"cannot write the manifest {self.path}: {err.strerror or err} "
+                                        f"({free_space(self.path.parent)} free there)") from None
 
 
 def record(job: Job, server: str, seed: Optional[int], outputs, seconds: float, status: str, base: Path,

@@ -17,14 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .api import Server, ServerDown, finished, format_node_errors, output_items
+from .api import Server, ServerDown, WriteError, finished, format_node_errors, output_items
 from .jobs import Job, Manifest, record
 from .progress import Display
 from .workflow import Workflow
-
-
-class Refused(RuntimeError):
-    """A server answered HTTP 400: the workflow or a setting is wrong (nothing was queued)."""
 
 
 class NoServers(RuntimeError):
@@ -110,9 +106,6 @@ class Runner:
                 await self._handle(state, data, pending)
             if self.stop.is_set():
                 await self._interrupt_all()
-        except Refused:
-            await self._interrupt_all()  # the other jobs would be refused too: stop what already runs
-            raise
         finally:
             for state in self.states:
                 if state.listener:
@@ -141,9 +134,12 @@ class Runner:
                 pending.appendleft(job)
                 await self._lost(state, pending)
                 continue
-            if status != 200:
-                raise Refused(f"{job.name} ({self.workflow.path.name}) on {state.server.url}:\n"
-                              + format_node_errors(body, prompt))
+            if status != 200:  # this job's settings refused by this server: the job fails, the others go on
+                message = format_node_errors(body, prompt)
+                self.display.failed(job, _host(state), message.replace("\n", " "))
+                self._add(record(job, state.server.url, _seed_of(prompt), [], 0.0, "refused", self.manifest.base,
+                                 message))
+                continue
             seed = _seed_of(prompt)
             state.inflight[body["prompt_id"]] = Running(job, prompt, time.monotonic(), seed)
 
@@ -199,18 +195,41 @@ class Runner:
             self.display.failed(run.job, _host(state), message)
             rec = record(run.job, state.server.url, run.seed, [], seconds, "error", self.manifest.base, message)
         else:
-            files = []
+            files, error = [], ""
             for _, item in output_items(entry):
-                name = item["filename"]
-                if self.by_job:
-                    name = f"{run.job.name}_{name}"
-                files.append(await asyncio.to_thread(state.server.download, item, self.out_dir / (self.prefix + name)))
-            self.display.finished(run.job, _host(state), files, seconds)
-            rec = record(run.job, state.server.url, run.seed, files, seconds, "success", self.manifest.base,
-                         used=what_ran(run.prompt, entry))
+                try:
+                    files.append(await asyncio.to_thread(state.server.download, item,
+                                                         self._destination(run.job, prompt_id, item["filename"])))
+                except WriteError as err:  # e.g. a full disk: nothing partial is left, the job is not done
+                    error = str(err)
+                    for f in files:
+                        f.unlink(missing_ok=True)
+                    break
+            if error:
+                self.display.failed(run.job, _host(state), error)
+                rec = record(run.job, state.server.url, run.seed, [], seconds, "error", self.manifest.base, error,
+                             used=what_ran(run.prompt, entry))
+            else:
+                self.display.finished(run.job, _host(state), files, seconds)
+                rec = record(run.job, state.server.url, run.seed, files, seconds, "success", self.manifest.base,
+                             used=what_ran(run.prompt, entry))
         rec["prompt_id"] = prompt_id  # GET /history/<prompt_id> on the server shows what ran
-        self.manifest.add(rec)
+        self._add(rec)
+
+    def _add(self, rec: dict) -> None:
         self.results.append(rec)
+        try:
+            self.manifest.add(rec)
+        except WriteError as err:
+            self.display.note(f"error: {err}: {rec['job']} is not recorded in the manifest")
+
+    def _destination(self, job: Job, prompt_id: str, filename: str) -> Path:
+        """Where an output goes: a name no other job can take, whichever server made it and whatever
+        other client shares the folder (the server's own counter, e.g. ``wan_00001_.mp4``, restarts on
+        every server): the job's name in a batch, the server's name, and the prompt's id."""
+        name = Path(filename)
+        job_part = f"{job.name}_" if self.by_job else ""
+        return self.out_dir / f"{self.prefix}{job_part}{name.stem}_{prompt_id[:8]}{name.suffix}"
 
     async def _lost(self, state: ServerState, pending: deque):
         state.alive = False

@@ -169,3 +169,40 @@ def settings_from_args(args) -> dict:
 
 def describe(settings: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.items() if k not in ("prompt", "negative"))
+
+
+def limit_problems(prompt: dict, object_info: dict) -> List[str]:
+    """What a server would refuse in ``prompt`` by the limits it publishes (``GET /object_info``): a
+    node type it lacks, a number past an input's min / max or of the wrong type, a choice not in an
+    input's list (a file it does not have). Links and inputs it does not describe are left to it."""
+    problems = []
+    for node_id, node in sorted(prompt.items(), key=lambda kv: _id_key(kv[0])):
+        info = object_info.get(node["class_type"])
+        if info is None:
+            problems.append(f"node {node_id}: {node['class_type']} is not installed on the server")
+            continue
+        specs = {**info.get("input", {}).get("required", {}), **info.get("input", {}).get("optional", {})}
+        for name, value in node.get("inputs", {}).items():
+            spec = specs.get(name)
+            if spec is None or isinstance(value, list):  # unknown to the server, or a link
+                continue
+            problem = _value_problem(spec, value)
+            if problem:
+                problems.append(f"{node['class_type']}.{name} = {value!r}: {problem}")
+    return problems
+
+
+def _value_problem(spec, value) -> str:
+    kind, opts = spec[0], (spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {})
+    choices = kind if isinstance(kind, list) else (opts.get("options") if kind == "COMBO" else None)
+    if choices is not None:
+        return "" if value in choices else f"not one of the server's {len(choices)} choices" + (
+            f" ({', '.join(map(str, choices[:6]))}{', ...' if len(choices) > 6 else ''})" if choices else "")
+    if kind in ("INT", "FLOAT"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "INT" and not float(value).is_integer()):
+            return f"must be {'an integer' if kind == 'INT' else 'a number'}"
+        if "min" in opts and value < opts["min"]:
+            return f"below its minimum {opts['min']}"
+        if "max" in opts and value > opts["max"]:
+            return f"above its maximum {opts['max']}"
+    return ""
