@@ -68,6 +68,42 @@ def resolve_model(key: str, name: str, subfolder: str) -> str:
     return folder_paths.get_full_path_or_raise(key, name)
 
 
+def file_identity(key: str, name: str, subfolder: str) -> str:
+    """What a loader's ``IS_CHANGED`` reports for a listed model: the file's (or a diffusers folder's
+    files') inode, size and modification time. ComfyUI runs the loader again, instead of handing on
+    its cached model, when this changes: a file replaced or rewritten on disk is loaded anew."""
+    try:
+        path = resolve_model(key, name, subfolder)
+    except (FileNotFoundError, OSError, ValueError) as err:
+        return f"missing: {err}"  # the loader runs and reports it
+    paths = [path] if os.path.isfile(path) else sorted(
+        os.path.join(root, f) for root, _, files in os.walk(path) for f in files)
+    parts = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        parts.append(f"{os.path.relpath(p, path) if p != path else ''}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
+
+
+_LOADED_AS: dict = {}  # model path -> the identity it had when a loader last read it
+
+
+def reading(key: str, name: str, subfolder: str) -> None:
+    """Called by a loader as it reads a model: says so in the log when the file changed on disk since
+    a loader last read it (ComfyUI ran the loader again because its ``IS_CHANGED`` changed)."""
+    try:
+        path = resolve_model(key, name, subfolder)
+    except (FileNotFoundError, OSError, ValueError):
+        return
+    identity = file_identity(key, name, subfolder)
+    if _LOADED_AS.get(path, identity) != identity:
+        log.warning("Wan: %s changed on disk since it was loaded; loading the new file", name)
+    _LOADED_AS[path] = identity
+
+
 WAN_DTYPES = [torch.float16, torch.bfloat16, torch.float32]  # what core's Wan model configs support, in order
 
 

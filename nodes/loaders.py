@@ -15,8 +15,9 @@ from ..wan_core.vae.loader import load_vae
 from .core_model import wrap_dit
 from .dit_loading import load_host_model
 from .gguf_layers import host_gguf_ops
-from .host import (DIT_KEY, TEXT_ENCODER_KEY, VAE_KEY, VAE_WORKING_DTYPES, compute_dtype,
-                   gguf_compute_dtype, manage, model_choices, resolve_model, vae_operations, weight_dtype_choice)
+from .host import (DIT_KEY, TEXT_ENCODER_KEY, VAE_KEY, VAE_WORKING_DTYPES, compute_dtype, file_identity,
+                   gguf_compute_dtype, manage, model_choices, reading, resolve_model, vae_operations,
+                   weight_dtype_choice)
 from .model_adapter import HOST_ATTENTION, ComfyWanDiT
 
 CATEGORY = "Wan Video (wan_core)/loaders"
@@ -53,10 +54,15 @@ class WanCoreLoadDiT:
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
+    @classmethod
+    def IS_CHANGED(cls, dit_name, **_):
+        return file_identity(DIT_KEY, dit_name, "transformer")
+
     def load(self, dit_name, weight_dtype, attention):
         if str(dit_name).lower().endswith(".gguf") and weight_dtype != "default":
             raise ValueError(f"weight_dtype is {weight_dtype}: {dit_name} is GGUF and keeps its own quantization; "
                              "set weight_dtype to default")
+        reading(DIT_KEY, dit_name, "transformer")
         return (load_wan_model(resolve_model(DIT_KEY, dit_name, "transformer"), weight_dtype, attention),)
 
 
@@ -110,7 +116,12 @@ class WanCoreLoadTextEncoder:
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
+    @classmethod
+    def IS_CHANGED(cls, text_encoder_name, **_):
+        return file_identity(TEXT_ENCODER_KEY, text_encoder_name, "text_encoder")
+
     def load(self, text_encoder_name, device, dtype):
+        reading(TEXT_ENCODER_KEY, text_encoder_name, "text_encoder")
         path = resolve_model(TEXT_ENCODER_KEY, text_encoder_name, "text_encoder")
         load_device = torch.device("cpu") if device == "cpu" else mm.text_encoder_device()
         cdt = compute_dtype(load_device) if dtype == "default" else weight_dtype_choice(dtype)
@@ -139,7 +150,12 @@ class WanCoreLoadVAE:
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
+    @classmethod
+    def IS_CHANGED(cls, vae_name, **_):
+        return file_identity(VAE_KEY, vae_name, "vae")
+
     def load(self, vae_name, dtype):
+        reading(VAE_KEY, vae_name, "vae")
         path = resolve_model(VAE_KEY, vae_name, "vae")
         device = mm.vae_device()
         dt = mm.vae_dtype(device, VAE_WORKING_DTYPES) if dtype == "default" else weight_dtype_choice(dtype)

@@ -32,7 +32,7 @@ import folder_paths
 from ..wan_core.dit.keymap import official_to_diffusers
 from ..wan_core.safetensors_io import PICKLE_SUFFIXES, SafetensorsCheckpoint
 from .core_model import WanCoreWAN21, WanCoreWAN22
-from .host import require_finite
+from .host import file_identity, reading, require_finite
 
 log = logging.getLogger("wan_core")
 
@@ -163,7 +163,12 @@ class WanCoreLoraLoader:
     FUNCTION = "load"
     CATEGORY = "Wan Video (wan_core)/loaders"
 
+    @classmethod
+    def IS_CHANGED(cls, lora_name, **_):
+        return file_identity("loras", lora_name, "")
+
     def load(self, model, lora_name, strength, diffusers_part=next(iter(DIFFUSERS_PREFIXES))):
+        reading("loras", lora_name, "")
         path = folder_paths.get_full_path_or_raise("loras", lora_name)
         if path.lower().endswith(PICKLE_SUFFIXES):
             raise ValueError(f"{lora_name}: pickle files can run code when loaded and are never read here; use the "

@@ -546,3 +546,60 @@ def test_sizes_and_numbers_the_server_cannot_take_are_refused_and_it_stays_up(se
         assert entry["status"]["status_str"] == "error"
         assert expected in json.dumps(entry["status"]["messages"]), entry["status"]["messages"]
     run_ok(server, base)
+
+
+# -- model files changed on disk (issue 24 rows 2-3) ---------------------------------------------------
+
+
+def test_a_model_file_changed_on_disk_is_loaded_again(server, tmp_path):
+    """A GGUF DiT overwritten in place (``cp`` over it: same name, truncated and rewritten) while
+    the server holds it: the next prompt loads the new file, with a log line, and does not crash
+    (an earlier main kept the cached model: same size, it silently ran the new bytes; smaller, the
+    process died of a bus error in the dequantizer). A safetensors DiT replaced by another model's
+    file: the next prompt reports that file's error by name, and the server runs the next prompt."""
+    import shutil
+
+    from gguf import GGMLQuantizationType as T
+
+    from tiny_models.dit import TINY_T2V, random_dit_state
+    from tiny_models.gguf_files import write_wan_gguf
+
+    dm = server.models / "diffusion_models"
+    first, second = tmp_path / "q8.gguf", tmp_path / "q4.gguf"
+    sd = random_dit_state(TINY_T2V, seed=41)
+    write_wan_gguf(sd, first, {k: T.Q8_0 for k, v in sd.items() if v.dim() == 2 and k.startswith("blocks.")})
+    write_wan_gguf(random_dit_state(TINY_T2V, seed=42), second,
+                   {k: T.Q4_0 for k, v in sd.items() if v.dim() == 2 and k.startswith("blocks.")})
+    assert second.stat().st_size < first.stat().st_size
+    target = dm / "swap_test.gguf"
+    shutil.copyfile(first, target)
+
+    def run(seed=51):
+        wf = shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", seed=seed)
+        wf["2"]["inputs"].update(dit_name="swap_test.gguf", weight_dtype="default")
+        wf["23"] = {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": f"swap_{seed}"}}
+        return wf
+
+    before = frames_of(server, run_ok(server, run()), "swap_51")
+    with open(target, "r+b") as f:  # what cp does to a file it overwrites
+        f.truncate(0)
+        f.write(second.read_bytes())
+    after = frames_of(server, run_ok(server, run()), "swap_51")
+    assert abs(after - before).max() > 10  # the new weights made this video
+    assert "swap_test.gguf changed on disk since it was loaded; loading the new file" in server.read_log()
+    target.unlink()
+
+    # a safetensors DiT replaced by a VAE file: that file's error, by name; then the server goes on
+    shutil.copyfile(dm / "wan2.1_t2v_1.3B_fp16.safetensors", dm / "swap_test.safetensors")
+    wf = run(seed=52)
+    wf["2"]["inputs"]["dit_name"] = "swap_test.safetensors"
+    run_ok(server, wf)
+    shutil.copyfile(server.models / "vae" / "wan_2.1_vae.safetensors", dm / "swap_test.safetensors")
+    status, body = server.queue(wf)
+    assert status == 200, body
+    entry = server.wait(body["prompt_id"], 300)
+    assert entry["status"]["status_str"] == "error"
+    error = next(d for kind, d in entry["status"]["messages"] if kind == "execution_error")
+    assert error["node_type"] == "WanCoreLoadDiT" and "swap_test.safetensors" in error["exception_message"]
+    (dm / "swap_test.safetensors").unlink()
+    run_ok(server, shrink(load_api("wan2.1_t2v_1.3B"), "wan2.1_t2v_1.3B", seed=53))
