@@ -8,6 +8,8 @@ import os
 import comfy.model_management as mm
 import torch
 
+from ..wan_core.text.tokenizer import TEXT_LEN as TEXT_TOKENS
+
 log = logging.getLogger("wan_core")
 
 # The official default negative prompt (used when the negative is left empty).
@@ -58,13 +60,18 @@ class WanCoreEncodePrompts:
         encoder = text_encoder.model
         encoder.compute_device = text_encoder.load()  # the host may keep some layers (the token table) off it
         out = mm.intermediate_device()
-        pos = encoder.encode(prompts).to(out)
-        neg = encoder.encode(negatives).to(out)
+        pos = encoder.encode(prompts, "positive prompt").to(out)
+        neg = encoder.encode(negatives, "negative prompt").to(out)
         if not (bool(torch.isfinite(pos).all()) and bool(torch.isfinite(neg).all())):
             raise ValueError(f"the text encoder {os.path.basename(str(text_encoder.source))} gave NaN or infinite "
                              "embeddings: its weights hold non-finite values (download the file again) or its dtype "
                              "overflows (try dtype fp32 or bf16)")
-        return ([[pos, {"wan_core_prompts": prompts}]], [[neg, {"wan_core_prompts": negatives}]])
+        # how long each prompt was, in the history for clients (python -m wan_client prints what was cut)
+        tokens = [{"which": which, "line": i + 1, "tokens": n, "kept": min(n, TEXT_TOKENS), "truncated": n > TEXT_TOKENS}
+                  for which, texts in (("positive", prompts), ("negative", negatives))
+                  for i, n in enumerate(encoder.tokenizer.count(t) for t in texts)]
+        return {"ui": {"wan_prompt_tokens": tokens},
+                "result": ([[pos, {"wan_core_prompts": prompts}]], [[neg, {"wan_core_prompts": negatives}]])}
 
 
 def embeddings_from_conditioning(conditioning, what: str):

@@ -336,3 +336,25 @@ def test_a_prompts_file_that_is_not_utf8_names_the_line(pair, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "latin1.txt line 2 is not UTF-8 (byte 0xe9 at column 4): save the file as UTF-8" in err
     assert "Traceback" not in err
+
+
+def test_prompts_past_umt5s_512_tokens_are_reported_per_job(pair, tmp_path, capsys):
+    """A long English prompt, a long Chinese one and a long negative: umt5 keeps 512 tokens. Wan
+    Encode Prompts says which prompt was cut (in the server's history), the client prints it per job
+    and records it in the manifest (an earlier main said it only in the server log, and the warning
+    for the negative did not say it was the negative)."""
+    english = " ".join(f"a quiet harbor at dawn with boat number {i}" for i in range(120))
+    chinese = "一只狐狸在雪地里奔跑，" * 200
+    prompts = write_prompts(tmp_path / "long.txt", [
+        json.dumps({"prompt": english, "negative": "blurry"}),
+        json.dumps({"prompt": "a cat", "negative": chinese}),
+    ])
+    out = tmp_path / "out"
+    assert main([WORKFLOW, "--prompts", str(prompts), "--out", str(out), "--server", pair[0].url, *SMALL]) == 0
+    err = capsys.readouterr().err
+    by_job = {r["job"]: r for r in manifest_of(out)}
+    first, second = by_job["job001"]["truncated"], by_job["job002"]["truncated"]
+    assert [t["which"] for t in first] == ["positive"] and first[0]["tokens"] > 512 == first[0]["kept"]
+    assert [t["which"] for t in second] == ["negative"] and second[0]["tokens"] > 512
+    assert "job001: the positive prompt (line 1) is" in err and "job002: the negative prompt (line 1) is" in err
+    assert "negative prompt is" in pair[0].read_log()  # the server's log names the negative too

@@ -118,16 +118,16 @@ def test_encode_prompts_node_one_per_line(files):
     node = prompts.WanCoreEncodePrompts()
     lines = SENTENCES[:3]
     with torch.inference_mode():
-        pos, neg = node.encode(managed, "\n".join(lines), "blurry\nstatic\nlow quality", True)
+        pos, neg = node.encode(managed, "\n".join(lines), "blurry\nstatic\nlow quality", True)["result"]
         alone = [encoder.encode([line]) for line in lines]
         negs = [encoder.encode([n]) for n in ("blurry", "static", "low quality")]
         assert pos[0][0].shape[0] == 3 and neg[0][0].shape[0] == 3
         for i in range(3):  # (batched with padding to the longest line: equal up to float rounding)
             assert rel_err(pos[0][0][i], alone[i][0]) < 1e-5 and rel_err(neg[0][0][i], negs[i][0]) < 1e-5
             assert rel_err(pos[0][0][i], alone[(i + 1) % 3][0]) > 1e-2  # and not another line's
-        _, default = node.encode(managed, "\n".join(lines), "   ", True)
+        _, default = node.encode(managed, "\n".join(lines), "   ", True)["result"]
         assert rel_err(default[0][0], encoder.encode([prompts.OFFICIAL_NEGATIVE])) < 1e-5
         with pytest.raises(ValueError, match="3 positive prompts but 2 negative lines"):
             node.encode(managed, "\n".join(lines), "a\nb", True)
-        single, _ = node.encode(managed, "\n".join(lines), "", False)  # off: the text is one prompt
+        single, _ = node.encode(managed, "\n".join(lines), "", False)["result"]  # off: the text is one prompt
         assert single[0][0].shape[0] == 1

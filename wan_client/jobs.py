@@ -133,7 +133,7 @@ def record(job: Job, server: str, seed: Optional[int], outputs, seconds: float, 
            "settings": {k: v for k, v in job.settings.items() if k != "prompt"}, "workflow": job.workflow,
            "server": server, "outputs": [os.path.relpath(p, base) for p in outputs],
            "seconds": round(seconds, 2), "status": status}
-    for key in ("size", "frames"):
+    for key in ("size", "frames", "truncated"):
         if key in used:
             rec[key] = used[key]
     if error:

@@ -56,6 +56,10 @@ def what_ran(prompt: dict, entry: dict) -> dict:
         for size in node_out.get("wan_video_size", []):
             used["size"] = f"{size['width']}x{size['height']}"
             used["frames"] = size["frames"]
+        cut = [{k: t[k] for k in ("which", "line", "tokens", "kept")}
+               for t in node_out.get("wan_prompt_tokens", []) if t.get("truncated")]
+        if cut:
+            used["truncated"] = cut
     return used
 
 
@@ -210,6 +214,9 @@ class Runner:
                 rec = record(run.job, state.server.url, run.seed, [], seconds, "error", self.manifest.base, error,
                              used=what_ran(run.prompt, entry))
             else:
+                for t in what_ran(run.prompt, entry).get("truncated", []):
+                    self.display.note(f"{run.job.name}: the {t['which']} prompt (line {t['line']}) is {t['tokens']} "
+                                      f"tokens; umt5 takes {t['kept']}: the rest was cut")
                 self.display.finished(run.job, _host(state), files, seconds)
                 rec = record(run.job, state.server.url, run.seed, files, seconds, "success", self.manifest.base,
                              used=what_ran(run.prompt, entry))

@@ -110,8 +110,9 @@ class UMT5TextEncoder(nn.Module):
         elsewhere under low-VRAM loading), else where the token table is."""
         return self.compute_device or self.model.shared.weight.device
 
-    def tokenize(self, prompts: Sequence[str]) -> List[List[int]]:
-        return [self.tokenizer(p) for p in prompts]
+    def tokenize(self, prompts: Sequence[str], what: str = "prompt") -> List[List[int]]:
+        """Token ids per prompt (``what`` names them in the warning for a prompt that is too long)."""
+        return [self.tokenizer(p, what=what) for p in prompts]
 
     @torch.no_grad()
     def encode_ids(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -130,6 +131,6 @@ class UMT5TextEncoder(nn.Module):
         out[:, :longest] = hidden * mask[..., None]
         return out
 
-    def encode(self, prompts: Sequence[str]) -> torch.Tensor:
+    def encode(self, prompts: Sequence[str], what: str = "prompt") -> torch.Tensor:
         """Prompts (English, Chinese, empty) -> [B, 512, d] fp32 embeddings."""
-        return self.encode_ids(self.tokenize(prompts))
+        return self.encode_ids(self.tokenize(prompts, what))

@@ -63,11 +63,15 @@ class PromptTokenizer:
             return cls.from_tokenizer_json(folder / "tokenizer.json")
         return None
 
-    def __call__(self, prompt: str, max_len: int = TEXT_LEN) -> List[int]:
+    def count(self, prompt: str) -> int:
+        """The prompt's length in tokens with its end token, before any truncation."""
+        return len(self._encode(clean_prompt(prompt))) + 1
+
+    def __call__(self, prompt: str, max_len: int = TEXT_LEN, what: str = "prompt") -> List[int]:
         ids = list(self._encode(clean_prompt(prompt)))
         if len(ids) + 1 > max_len:
-            log.warning("prompt is %d tokens; umt5 takes %d, so it was truncated to its first %d tokens: %r...",
-                        len(ids) + 1, max_len, max_len - 1, prompt[:60])
+            log.warning("%s is %d tokens; umt5 takes %d, so it was truncated to its first %d tokens: %r...",
+                        what, len(ids) + 1, max_len, max_len - 1, prompt[:60])
             ids = ids[: max_len - 1]
         return ids + [self.eos_id]
 
