@@ -18,6 +18,8 @@ to the compute dtype. The host does not know that:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from types import SimpleNamespace
 
 import torch
@@ -26,6 +28,7 @@ import comfy.model_management as mm
 import comfy.model_patcher
 
 from ..wan_core.gguf.ops import GGUFConv3d, GGUFEmbedding, GGUFLinear, gguf_ops
+from ..wan_core.ops import CastLayerNorm, CastRMSNorm
 
 
 def host_fetch(raw: torch.Tensor, device: torch.device):
@@ -41,20 +44,64 @@ def host_fetch(raw: torch.Tensor, device: torch.device):
     return out, lambda: stream.wait_stream(mm.current_stream(device))
 
 
-class HostGGUFLinear(GGUFLinear):
+class _Silent(logging.Filter):
+    def filter(self, record):
+        return False
+
+
+_SILENT = _Silent()
+
+
+@contextlib.contextmanager
+def reported_once(layer, functions):
+    """Apply a layer's per-call patches logging what the host logs while applying them (a LoRA whose
+    shapes do not fit: "ERROR lora ...", "WARNING SHAPE MISMATCH ...") at the first call with these
+    patches only: a merged patch reports once at load; a per-call one would at every step. New patch
+    objects (a new LoRA, the next load) report again."""
+    patches = tuple(map(id, functions))
+    reported = layer.__dict__.setdefault("_reported_patches", [])  # the weight's and the bias's
+    if not patches or patches not in reported:
+        reported[:] = reported[-3:] + [patches]
+        yield
+        return
+    root = logging.getLogger()  # the host logs these through the root logger
+    root.addFilter(_SILENT)
+    try:
+        yield
+    finally:
+        root.removeFilter(_SILENT)
+
+
+class _HostGGUF:
     fetch = staticmethod(host_fetch)
 
+    def patch_scope(self, functions):
+        return reported_once(self, functions)
 
-class HostGGUFConv3d(GGUFConv3d):
-    fetch = staticmethod(host_fetch)
+
+class HostGGUFLinear(_HostGGUF, GGUFLinear):
+    pass
 
 
-class HostGGUFEmbedding(GGUFEmbedding):
-    fetch = staticmethod(host_fetch)
+class HostGGUFConv3d(_HostGGUF, GGUFConv3d):
+    pass
+
+
+class HostGGUFEmbedding(_HostGGUF, GGUFEmbedding):
+    pass
+
+
+class HostLayerNorm(_HostGGUF, CastLayerNorm):
+    pass
+
+
+class HostRMSNorm(_HostGGUF, CastRMSNorm):
+    pass
 
 
 host_gguf_ops = SimpleNamespace(**{**vars(gguf_ops), "Linear": HostGGUFLinear, "Conv3d": HostGGUFConv3d,
-                                   "Embedding": HostGGUFEmbedding})
+                                   "Embedding": HostGGUFEmbedding, "LayerNorm": HostLayerNorm,
+                                   "RMSNorm": HostRMSNorm})
 """wan_core's GGUF operations with the host's offload-stream copy."""
 
 

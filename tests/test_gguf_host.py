@@ -196,3 +196,37 @@ def test_offloaded_compact_bytes_are_copied_on_the_hosts_offload_stream(loaders,
     out = layer(x)
     assert out.shape == (2, 7, layer.logical_shape[0])
     assert events == ["copy on offload", "compute waits for offload", "offload waits for compute"]
+
+
+# -- what a LoRA that does not fit reports ------------------------------------------------------------
+
+
+def test_a_lora_that_does_not_fit_is_reported_once_per_load(loaders, gguf_file, tmp_path, caplog):
+    """A LoRA made for a wider model through the host's LoRA loading on a GGUF DiT: the host's lines
+    for keys whose shapes do not fit ("ERROR lora ...", "WARNING SHAPE MISMATCH ...") appear once
+    each over a 4-step run, as on the same weights in safetensors (merged once at load), not once
+    per step and layer call (an earlier main: 124 lines for 49 messages here)."""
+    import logging
+
+    import nodes
+    from safetensors.torch import save_file
+
+    from wan_core.dit.config import WanDiTConfig
+
+    lora = lora_state(WanDiTConfig(dim=384, ffn_dim=512, num_heads=3, num_layers=2), "lightx2v", rank=8, seed=1)
+    ref = tmp_path / "same.safetensors"
+    save_file({f"model.diffusion_model.{k}": v for k, v in random_dit_state(TINY_T2V, seed=3).items()}, str(ref))
+    pos = [[torch.randn(1, 512, 4096, generator=torch.Generator().manual_seed(2)), {}]]
+    lines = {}
+    for kind, path in (("gguf", gguf_file), ("safetensors", str(ref))):
+        import comfy.sd
+
+        model = comfy.sd.load_lora_for_models(loaders.load_wan_model(path), None, lora, 1.0, 0)[0]
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            nodes.common_ksampler(model, 0, 4, 5.0, "euler", "simple", pos, pos,
+                                  {"samples": torch.zeros(1, 16, 3, 6, 10)})
+        lines[kind] = [r.getMessage() for r in caplog.records
+                       if r.getMessage().startswith(("ERROR lora", "WARNING SHAPE MISMATCH"))]
+    assert lines["gguf"] and len(lines["gguf"]) == len(set(lines["gguf"]))  # each once
+    assert sorted(set(lines["gguf"])) == sorted(set(lines["safetensors"]))

@@ -94,7 +94,8 @@ def cast_bias(layer: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
         return None
     functions = call_functions(layer, "bias")
     b = bias.to(device=x.device, dtype=x.dtype, copy=bool(functions))
-    return apply_functions(b, functions)
+    with layer.patch_scope(functions) if hasattr(layer, "patch_scope") else contextlib.nullcontext():
+        return apply_functions(b, functions)
 
 
 _WORKSPACE: Optional[dict] = None  # (shape, dtype, device) -> buffer, while cast_workspace() is active
@@ -137,7 +138,8 @@ def _cast_weight_bias(layer: nn.Module, x: torch.Tensor):
     if scale is not None:  # in place on the decoded copy: one pass and one buffer fewer per call
         scale = scale.to(device=x.device, dtype=x.dtype)
         w = w.mul_(scale) if w is not weight else w * scale
-    return apply_functions(w, functions), cast_bias(layer, x)
+    with layer.patch_scope(functions):
+        return apply_functions(w, functions), cast_bias(layer, x)
 
 
 class _PerCallCast:
@@ -160,6 +162,11 @@ class _PerCallCast:
     weight_function = ()
     bias_function = ()
     patch_functions: dict = {}
+
+    def patch_scope(self, functions):
+        """A context around applying the per-call ``functions`` (a host's patches); a host may use it to
+        report what its patches log (a LoRA that does not fit) once, not at every call."""
+        return contextlib.nullcontext()
 
 
 class CastLinear(_PerCallCast, nn.Linear):

@@ -49,7 +49,10 @@ class _Quantized:
         w = dequantize(raw, self.qtype, self.logical_shape, x.dtype, name=getattr(self, "gguf_name", type(self).__name__))
         if done is not None:
             done()
-        return apply_functions(w, call_functions(self, "weight"))
+        functions = call_functions(self, "weight")
+        with self.patch_scope(functions):
+            return apply_functions(w, functions)
+
 
 
 class GGUFLinear(_Quantized, CastLinear):
