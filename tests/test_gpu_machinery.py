@@ -1,7 +1,11 @@
 """The host's GPU-mode code, run on the CPU: what ``--cpu`` switches off for the other tests.
 
 - DynamicVRAM (comfy-aimdo): ``comfy.memory_management.aimdo_enabled`` on and ``CoreModelPatcher``
-  rebound to ``ModelPatcherDynamic``, as ComfyUI's ``main.py`` does on NVIDIA Linux;
+  rebound to ``ModelPatcherDynamic``, as ComfyUI's ``main.py`` does on NVIDIA Linux: the host's
+  construction of its lazy layers and their filling from the state dict. What needs a GPU does not
+  run here: comfy-aimdo's reader (its memory map), ``HostBuffer``, ``ModelPatcherDynamic.load`` /
+  ``partially_unload`` / ``partially_load`` and any DynamicVRAM forward; the GPU acceptance run
+  (``benchmarks/gpu_check.py``, group ``t2v_dynamic``) runs them;
 - low-VRAM partial loading: ``patch_model`` -> ``partially_unload`` -> ``partially_load`` cycles with
   a LoRA on every weight kind, compared with the fully loaded model and with native under the
   same cycle;
