@@ -77,7 +77,7 @@ def write_models(root: Path) -> None:
 
 
 def ours_workflow() -> Workflow:
-    return Workflow.load(ROOT / "workflows" / "wan2.1_t2v_1.3B_api.json")
+    return Workflow.load(ROOT / "workflows" / "api" / "wan2.1_t2v_1.3B_api.json")
 
 
 def native_workflow() -> Workflow:

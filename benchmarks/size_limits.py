@@ -38,35 +38,39 @@ GPUS = (24, 80)
 MAX_FRAMES = 1025  # Wan Video Size's limit
 
 
-def main():
+def estimate(cfg: WanDiTConfig, vae_version: str, weight_bytes: float, width: int, height: int) -> dict:
+    """The memory a video of this model and frame size needs, by the estimates the nodes use:
+    weights, activations(frames), decode, and the longest clip on each GPU (resident / offloaded)."""
     host = ci.pack_module("nodes.host")
+    with torch.device("meta"):
+        params = sum(p.numel() for p in WanDiT(cfg).parameters())
+    weights = params * weight_bytes
+    factor = cfg.dim / 2222  # core's WAN21_T2V / WAN22 memory_usage_factor
+    vae = WanVAEConfig(vae_version)
+    stride = vae.stride[1]
+
+    def activations(frames):
+        t = (frames - 1) // 4 + 1
+        return host.dit_activation_bytes(factor, (1, cfg.in_channels, t, height // stride, width // stride),
+                                         torch.bfloat16)
+
+    def longest(budget):
+        fits = [frames for frames in range(1, MAX_FRAMES + 1, 4) if activations(frames) <= budget]
+        return fits[-1] if fits else None
+
+    decode = decode_bytes(vae, (1, vae.z_dim, 1, height // stride, width // stride), torch.bfloat16)
+    return {"weights": weights, "activations": activations, "decode": decode,
+            "longest": {gpu: (longest(gpu * GiB - weights), longest(gpu * GiB)) for gpu in GPUS}}
+
+
+def main():
     rows = []
     for name, cfg, vae_version, weight_bytes, sizes in MODELS:
-        with torch.device("meta"):
-            params = sum(p.numel() for p in WanDiT(cfg).parameters())
-        weights = params * weight_bytes
-        factor = cfg.dim / 2222  # core's WAN21_T2V / WAN22 memory_usage_factor
-        vae = WanVAEConfig(vae_version)
-        stride = vae.stride[1]
         for w, h in sizes:
-            def activations(frames):
-                t = (frames - 1) // 4 + 1
-                return host.dit_activation_bytes(factor, (1, cfg.in_channels, t, h // stride, w // stride),
-                                                 torch.bfloat16)
-
-            def longest(budget):
-                best = None
-                for frames in range(1, MAX_FRAMES + 1, 4):
-                    if activations(frames) <= budget:
-                        best = frames
-                return best if best is not None else "-"
-
-            decode = decode_bytes(vae, (1, vae.z_dim, 1, h // stride, w // stride), torch.bfloat16)
-            cells = []
-            for gpu in GPUS:
-                cells += [longest(gpu * GiB - weights), longest(gpu * GiB)]
-            rows.append((name, f"{w}x{h}", f"{weights / GiB:.1f}", f"{activations(81) / GiB:.1f}",
-                         f"{decode / GiB:.1f}", *cells))
+            e = estimate(cfg, vae_version, weight_bytes, w, h)
+            cells = [c or "-" for gpu in GPUS for c in e["longest"][gpu]]
+            rows.append((name, f"{w}x{h}", f"{e['weights'] / GiB:.1f}", f"{e['activations'](81) / GiB:.1f}",
+                         f"{e['decode'] / GiB:.1f}", *cells))
     header = ("model", "size", "weights GiB", "DiT act. GiB @81 fr", "decode GiB", "24 GiB resident",
               "24 GiB offloaded", "80 GiB resident", "80 GiB offloaded")
     print("| " + " | ".join(header) + " |")

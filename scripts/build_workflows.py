@@ -1,8 +1,11 @@
-"""Writes workflows/*.json: for each system a UI-format file (what the front end opens, with
-``properties.models`` on loader nodes as core templates have) and its API-format twin (what
-headless runs POST to /prompt), both from the one description below.
+"""Writes the workflows, both from the one description below: for each system a UI-format file
+``workflows/NAME.json`` (what the front end opens and lists as a template: ``properties.models`` on
+loader nodes as core templates have, and a note saying what it makes, which files go where, the
+settings that matter and what to expect) and its API-format twin ``workflows/api/NAME_api.json``
+(what headless runs POST to /prompt; in a subfolder so the template browser does not list it).
 
-    python scripts/build_workflows.py
+    bash scripts/setup_env.sh && source ~/.cache/wan-video-pack/env.sh
+    $WAN_PACK_VENV/bin/python scripts/build_workflows.py     (the notes' estimates use the host's formulas)
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "workflows"
+API = OUT / "api"
 
 # Wan's official default negative prompt, as the Encode Prompts node prefills it.
 NEG = ("色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
@@ -75,7 +79,8 @@ SPECS = {
                         ("guidance_low_noise", "FLOAT", 1, 1), ("boundary", "FLOAT", 1, 1), ("cfg_mode", "COMBO", 1, 1)],
                        [("latent", "LATENT")]),
     "WanCoreDecode": ([("vae", "WANCORE_VAE", 0, 0), ("samples", "LATENT", 0, 0), ("tiled", "BOOLEAN", 1, 0),
-                       ("tile_size", "INT", 1, 0), ("tile_overlap", "INT", 1, 0)], [("frames", "IMAGE")]),
+                       ("tile_size", "INT", 1, 0), ("tile_overlap", "INT", 1, 0)],
+                      [("frames", "IMAGE"), ("videos", "IMAGE", "list")]),
     "LoraLoaderModelOnly": ([("model", "MODEL", 0, 0), ("lora_name", "COMBO", 1, 0), ("strength_model", "FLOAT", 1, 0)],
                             [("MODEL", "MODEL")]),
     "WanCoreLoraLoader": ([("model", "MODEL", 0, 0), ("lora_name", "COMBO", 1, 0), ("strength", "FLOAT", 1, 0),
@@ -94,6 +99,9 @@ SPECS = {
 LOADER_MODEL_INPUT = {"WanCoreLoadTextEncoder": "text_encoder_name", "WanCoreLoadDiT": "dit_name",
                       "WanCoreLoadVAE": "vae_name", "LoraLoaderModelOnly": "lora_name", "WanCoreLoraLoader": "lora_name"}
 DIFFUSERS_PART = "transformer (DiT / high-noise expert)"
+FOLDERS = {"diffusers/FastWan2.2-TI2V-5B-FullAttn-Diffusers": (f"{HF}/FastVideo/FastWan2.2-TI2V-5B-FullAttn-Diffusers",
+                                                              "diffusers (the whole folder)")}
+NOTE_ID = 20  # the note's node id in the UI files (frontend-only: not in the API twins)
 
 
 def link(node: int, slot: int = 0):
@@ -107,9 +115,11 @@ def lora_node(node_type, model_link, lora_name, strength):
                         "diffusers_part": DIFFUSERS_PART})
 
 
-def system(name, title, te, dits, vae, prompt, size, sampler, fps, loras=(), windows=None):
+def system(name, title, te, dits, vae, prompt, size, sampler, fps, loras=(), windows=None, model="1.3B", about=(),
+           settings=()):
     """The node list of one text-to-video graph (ids are stable: they appear in API files).
-    ``loras``: one (node type, file, strength) per DiT, between its loader and the sampler."""
+    ``loras``: one (node type, file, strength) per DiT, between its loader and the sampler.
+    ``model`` (a key of ESTIMATES), ``about`` and ``settings``: the note's text."""
     nodes = {
         1: ("WanCoreLoadTextEncoder", {"text_encoder_name": te, "device": "default", "dtype": "default"}),
         2: ("WanCoreLoadDiT", {"dit_name": dits[0], "weight_dtype": "default", "attention": "auto"}),
@@ -121,7 +131,8 @@ def system(name, title, te, dits, vae, prompt, size, sampler, fps, loras=(), win
                                **sampler}),
         7: ("WanCoreDecode", {"vae": link(3), "samples": link(6), "tiled": False, "tile_size": 512,
                               "tile_overlap": 64}),
-        8: ("CreateVideo", {"images": link(7), "fps": fps, "bit_depth": 8}),
+        # Wan Decode's "videos" output: one IMAGE per batch item, so a batch makes one video per prompt
+        8: ("CreateVideo", {"images": link(7, 1), "fps": fps, "bit_depth": 8}),
         9: ("SaveVideo", {"video": link(8), "filename_prefix": f"wan_core/{name}", "format": "mp4", "codec": "auto"}),
     }
     if len(dits) > 1:
@@ -134,7 +145,8 @@ def system(name, title, te, dits, vae, prompt, size, sampler, fps, loras=(), win
     if windows is not None:  # core context windows between the DiT and the sampler (long videos)
         nodes[13] = ("WanContextWindowsManual", {"model": nodes[6][1]["model"], **windows})
         nodes[6][1]["model"] = link(13)
-    return {"name": name, "title": title, "nodes": nodes}
+    return {"name": name, "title": title, "nodes": nodes, "model": model, "about": about, "settings": settings,
+            "fps": fps, "size": size}
 
 
 PROMPT = ("A red fox trots through fresh snow in a birch forest at golden hour, its breath visible, the camera "
@@ -144,21 +156,38 @@ SYSTEMS = [
     system("wan2.1_t2v_1.3B", "Wan2.1 T2V 1.3B (text to video, 480p)", "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
            ["wan2.1_t2v_1.3B_fp16.safetensors"], "wan_2.1_vae.safetensors", PROMPT,
            dict(aspect_ratio="16:9", resolution="480p", width=832, height=480, frames=81),
-           dict(seed=42, steps=30, guidance=6.0, shift=8.0, scheduler="unipc", denoise=1.0), 16),
+           dict(seed=42, steps=30, guidance=6.0, shift=8.0, scheduler="unipc", denoise=1.0), 16, model="1.3B",
+           about="The smallest Wan: quick drafts and GPUs with little memory.",
+           settings=["30 UniPC steps, guidance 6, shift 8: the official 480p settings (50 steps: a little sharper).",
+                     "Trained at 832x480 and 81 frames; 720p works but was not its training size.",
+                     "Negative prompt: prefilled with the official one (empty = the official one)."]),
     system("wan2.2_ti2v_5B", "Wan2.2 TI2V-5B (text to video, 720p)", "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
            ["wan2.2_ti2v_5B_fp16.safetensors"], "wan2.2_vae.safetensors", PROMPT,
            dict(aspect_ratio="16:9", resolution="720p", width=1280, height=704, frames=121),
-           dict(seed=42, steps=20, guidance=5.0, shift=8.0, scheduler="unipc", denoise=1.0), 24),
+           dict(seed=42, steps=20, guidance=5.0, shift=8.0, scheduler="unipc", denoise=1.0), 24, model="5B",
+           about="720p at 24 fps with the Wan2.2 VAE; a start image on Wan Video Size makes it image-to-video.",
+           settings=["20 UniPC steps, guidance 5, shift 8 (the official 50 steps are a little sharper).",
+                     "Sizes snap to multiples of 32; 1280x704 and 121 frames are its training size.",
+                     "Its latents need the Wan2.2 VAE (48 channels); the Wan2.1 VAE is refused."]),
     system("fastwan2.2_ti2v_5B_dmd", "FastWan2.2 TI2V-5B (DMD, 3 steps, no CFG)", "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
            ["diffusers/FastWan2.2-TI2V-5B-FullAttn-Diffusers"], "wan2.2_vae.safetensors", PROMPT,
            dict(aspect_ratio="16:9", resolution="720p", width=1280, height=704, frames=121),
-           dict(seed=42, steps=3, guidance=1.0, shift=5.0, scheduler="dmd", denoise=1.0), 24),
+           dict(seed=42, steps=3, guidance=1.0, shift=5.0, scheduler="dmd", denoise=1.0), 24, model="5B",
+           about="The 5B distilled by FastVideo to 3 steps without guidance: about 13x fewer DiT passes than the 5B.",
+           settings=["Scheduler dmd with exactly 3 steps, guidance 1 and denoise 1 (other values are refused).",
+                     "Download the whole diffusers folder FastVideo/FastWan2.2-TI2V-5B-FullAttn-Diffusers into "
+                     "models/diffusers/ (it lists as diffusers/FastWan2.2-TI2V-5B-FullAttn-Diffusers)."]),
     system("wan2.2_t2v_A14B_gguf", "Wan2.2 T2V A14B, two GGUF experts (Q4_K_M)", "umt5-xxl-encoder-Q8_0.gguf",
            ["Wan2.2-T2V-A14B-HighNoise-Q4_K_M.gguf", "Wan2.2-T2V-A14B-LowNoise-Q4_K_M.gguf"],
            "wan_2.1_vae.safetensors", PROMPT,
            dict(aspect_ratio="16:9", resolution="480p", width=832, height=480, frames=81),
            dict(seed=42, steps=40, guidance=4.0, shift=12.0, scheduler="unipc", denoise=1.0,
-                guidance_low_noise=3.0, boundary=0.875, cfg_mode="batched"), 16),
+                guidance_low_noise=3.0, boundary=0.875, cfg_mode="batched"), 16, model="A14B",
+           about="The best Wan2.2 text-to-video: a high-noise expert for the layout, a low-noise one for the detail.",
+           settings=["40 UniPC steps, shift 12, guidance 4 (high-noise) / 3 (low-noise), switch at t = 875: the "
+                     "official settings.",
+                     "Only the expert in use is on the GPU: the low-noise one loads when sampling reaches it.",
+                     "Other quantizations (Q2_K..Q8_0) load the same way: pick both experts of one release."]),
     # The community's Lightning recipe: one distillation LoRA per expert, 4 steps, guidance 1, shift 5.
     system("wan2.2_t2v_A14B_gguf_lightning", "Wan2.2 T2V A14B GGUF + Lightning 4-step LoRAs (guidance 1)",
            "umt5-xxl-encoder-Q8_0.gguf",
@@ -168,12 +197,19 @@ SYSTEMS = [
            dict(seed=42, steps=4, guidance=1.0, shift=5.0, scheduler="euler", denoise=1.0,
                 guidance_low_noise=1.0, boundary=0.875, cfg_mode="batched"), 16,
            loras=[("LoraLoaderModelOnly", "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors", 1.0),
-                  ("LoraLoaderModelOnly", "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors", 1.0)]),
+                  ("LoraLoaderModelOnly", "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors", 1.0)],
+           model="A14B", about="The A14B in 4 steps with the lightx2v Lightning LoRAs: 20x fewer DiT passes.",
+           settings=["Guidance 1 on both experts (the LoRAs were distilled without guidance; more burns the "
+                     "picture), 4 Euler steps, shift 5.",
+                     "Each expert takes its own LoRA: high_noise on the high-noise expert, low_noise on the other."]),
     system("wan2.1_t2v_1.3B_lora", "Wan2.1 T2V 1.3B + CausVid LoRA (8 steps, guidance 1)",
            "umt5_xxl_fp8_e4m3fn_scaled.safetensors", ["wan2.1_t2v_1.3B_fp16.safetensors"], "wan_2.1_vae.safetensors",
            PROMPT, dict(aspect_ratio="16:9", resolution="480p", width=832, height=480, frames=81),
            dict(seed=42, steps=8, guidance=1.0, shift=8.0, scheduler="unipc", denoise=1.0), 16,
-           loras=[("WanCoreLoraLoader", "Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32.safetensors", 0.8)]),
+           loras=[("WanCoreLoraLoader", "Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32.safetensors", 0.8)],
+           model="1.3B", about="The 1.3B with the CausVid distillation LoRA: 8 steps without guidance.",
+           settings=["Guidance 1 and 8 steps; LoRA strength 0.8 (1.0 is sharper and stiffer).",
+                     "Wan LoRA Loader reports keys the model lacks and refuses LoRAs of other models."]),
     # A video longer than the model's 81 frames: core context windows (81-frame windows, overlap 16).
     system("wan2.1_t2v_1.3B_long", "Wan2.1 T2V 1.3B, 161 frames in 81-frame context windows",
            "umt5_xxl_fp8_e4m3fn_scaled.safetensors", ["wan2.1_t2v_1.3B_fp16.safetensors"], "wan_2.1_vae.safetensors",
@@ -181,8 +217,59 @@ SYSTEMS = [
            dict(seed=42, steps=30, guidance=6.0, shift=8.0, scheduler="unipc", denoise=1.0), 16,
            windows=dict(context_length=81, context_overlap=16, context_schedule="standard_static", context_stride=1,
                         closed_loop=False, fuse_method="pyramid", freenoise=True, retain_first_frame=False,
-                        split_conds_to_windows=False)),
+                        split_conds_to_windows=False),
+           model="1.3B", about="Longer than the 81 frames the model was trained on: core's context windows "
+                               "denoise it in overlapping 81-frame windows.",
+           settings=["context_length 81, overlap 16, FreeNoise on: each window sees a clip of the length it knows.",
+                     "Memory follows the window, not the whole clip; time grows with the number of windows."]),
 ]
+
+# model key -> (DiT config, VAE version, bytes per stored weight) for the notes' memory estimates
+ESTIMATES = {"1.3B": 0, "5B": 1, "A14B": 2}  # rows of benchmarks/size_limits.py's MODELS
+
+
+def note_markdown(sysdef) -> str:
+    """The note a UI workflow carries: what it makes, which files go where (with links), the settings
+    that matter and what to expect on a 24 GB and an 80 GB GPU (estimates until a GPU run measures)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import size_limits
+
+    size, nodes = sysdef["size"], sysdef["nodes"]
+    w, h, frames = size["width"], size["height"], size["frames"]
+    lines = [f"## {sysdef['title']}", "",
+             f"Makes **{frames} frames ({(frames - 1) / sysdef['fps']:.1f} s at {sysdef['fps']} fps) at {w}x{h}** from "
+             "the prompt in *Wan Encode Prompts* (English or Chinese; one prompt per line with "
+             "one_prompt_per_line makes one video each). " + sysdef["about"], "",
+             "**Files** (ComfyUI's `models/` folders; the loaders list them after a refresh):", "",
+             "| file | folder |", "|---|---|"]
+    seen = []
+    for ctype, inputs in nodes.values():
+        name = inputs.get(LOADER_MODEL_INPUT.get(ctype, ""), None)
+        if name and name not in seen:
+            seen.append(name)
+            url, folder = MODELS.get(name) or FOLDERS[name]
+            lines.append(f"| [{name.split('/')[-1]}]({url}) | `{folder}` |")
+    lines += ["", "**Settings that matter**", ""] + [f"- {t}" for t in sysdef["settings"]]
+    name, cfg, vae, weight_bytes, _ = size_limits.MODELS[ESTIMATES[sysdef["model"]]]
+    est = size_limits.estimate(cfg, vae, weight_bytes, w, h)
+    gib = size_limits.GiB
+    act, weights, decode = est["activations"](frames), est["weights"], est["decode"]
+    cells = []
+    for gpu in size_limits.GPUS:
+        budget = gpu * gib
+        cells.append("fits" if act + weights <= budget else
+                     "fits, ComfyUI streams the weights (slower)" if act <= budget else "does not fit: fewer frames")
+    expert = " per expert, one at a time" if sysdef["model"] == "A14B" else ""
+    lines += ["", "**What to expect** (estimates from ComfyUI's memory formulas, which count a guidance pass; not yet measured "
+              "on a GPU; times are not measured yet):", "",
+              "| | 24 GB GPU | 80 GB GPU |", "|---|---|---|",
+              f"| DiT: weights {weights / gib:.1f} GiB{expert}, activations {act / gib:.1f} GiB | "
+              + " | ".join(cells) + " |",
+              f"| decode, frame by frame: {decode / gib:.1f} GiB | "
+              + " | ".join("fits" if decode <= gpu * gib else "tiles" for gpu in size_limits.GPUS) + " |",
+              f"| longest clip at {w}x{h} (weights on the GPU / streamed) | "
+              + " | ".join(" / ".join(str(x or "-") for x in est["longest"][gpu]) for gpu in size_limits.GPUS) + " |"]
+    return "\n".join(lines)
 
 
 def api_format(sysdef) -> dict:
@@ -220,9 +307,10 @@ def ui_format(sysdef) -> dict:
             elif optional:
                 ins.append({"name": name, "type": typ, "link": None, "shape": 7})
         outs = []
-        for slot, (oname, otyp) in enumerate(spec_out):
+        for slot, (oname, otyp, *is_list) in enumerate(spec_out):
             ls = [l[0] for l in links if l[1] == nid and l[2] == slot]
-            outs.append({"name": oname, "type": otyp, "links": ls, "slot_index": slot})
+            outs.append({"name": oname, "type": otyp, **({"shape": 6} if is_list else {}), "links": ls,
+                         "slot_index": slot})
         props = {"Node name for S&R": ctype}
         if ctype in LOADER_MODEL_INPUT:
             fname = inputs[LOADER_MODEL_INPUT[ctype]]
@@ -232,6 +320,9 @@ def ui_format(sysdef) -> dict:
         x, y, w, h = cols[nid]
         ui_nodes.append({"id": nid, "type": ctype, "pos": [x, y], "size": [w, h], "flags": {}, "order": order,
                          "mode": 0, "inputs": ins, "outputs": outs, "properties": props, "widgets_values": widgets})
+    ui_nodes.append({"id": NOTE_ID, "type": "MarkdownNote", "pos": [-520, 0], "size": [480, 900], "flags": {},
+                     "order": len(ui_nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
+                     "widgets_values": [note_markdown(sysdef)], "color": "#432", "bgcolor": "#653"})
     # slot numbers of link targets, as the front end stores them
     ui_links = []
     for lid, src, sslot, dst, dname in links:
@@ -239,18 +330,18 @@ def ui_format(sysdef) -> dict:
         dslot = [i["name"] for i in next(n for n in ui_nodes if n["id"] == dst)["inputs"]].index(dname)
         ui_links.append([lid, src, sslot, dst, dslot, dtype])
     return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, sysdef["name"])), "revision": 0,
-            "last_node_id": max(sysdef["nodes"]), "last_link_id": len(ui_links), "nodes": ui_nodes,
+            "last_node_id": NOTE_ID, "last_link_id": len(ui_links), "nodes": ui_nodes,
             "links": ui_links, "groups": [], "config": {},
-            "extra": {"ds": {"scale": 0.7, "offset": [80, 80]}, "title": sysdef["title"],
-                      "wan_core_api_twin": f"{sysdef['name']}_api.json"},
+            "extra": {"ds": {"scale": 0.62, "offset": [640, 170]}, "title": sysdef["title"],
+                      "wan_core_api_twin": f"api/{sysdef['name']}_api.json"},
             "version": 0.4}
 
 
 def main():
-    OUT.mkdir(exist_ok=True)
+    API.mkdir(parents=True, exist_ok=True)
     for s in SYSTEMS:
         (OUT / f"{s['name']}.json").write_text(json.dumps(ui_format(s), indent=2, ensure_ascii=False) + "\n")
-        (OUT / f"{s['name']}_api.json").write_text(json.dumps(api_format(s), indent=2, ensure_ascii=False) + "\n")
+        (API / f"{s['name']}_api.json").write_text(json.dumps(api_format(s), indent=2, ensure_ascii=False) + "\n")
         print("wrote", s["name"])
 
 

@@ -22,7 +22,7 @@ from wan_client.server import ComfyServer
 ROOT = Path(__file__).resolve().parent.parent
 from tiny_models.stand_ins import write_stand_ins  # noqa: E402
 
-WORKFLOW = str(ROOT / "workflows" / "wan2.1_t2v_1.3B_api.json")
+WORKFLOW = str(ROOT / "workflows" / "api" / "wan2.1_t2v_1.3B_api.json")
 SMALL = ["--size", "64x48", "--frames", "9", "--steps", "2"]
 
 
@@ -193,7 +193,7 @@ def test_client_refuses_before_queueing(argv, message, capsys):
     """Checked before any server is contacted (the URL here answers nothing): today's main queued
     NaN guidance (a manifest line with NaN, not JSON), ignored --guidance-low on a one-expert
     workflow, and crashed after the job ran when --out was not writable."""
-    workflow = str(Path(__file__).resolve().parents[1] / "workflows" / "wan2.1_t2v_1.3B_api.json")
+    workflow = str(Path(__file__).resolve().parents[1] / "workflows" / "api" / "wan2.1_t2v_1.3B_api.json")
     rc = main([workflow, "--server", "http://127.0.0.1:9", "--quiet", *argv])
     assert rc == 2
     assert message in capsys.readouterr().err

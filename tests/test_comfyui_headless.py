@@ -25,7 +25,7 @@ FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 
 
 def load_api(name):
-    return json.loads((ROOT / "workflows" / f"{name}_api.json").read_text())
+    return json.loads((ROOT / "workflows" / "api" / f"{name}_api.json").read_text())
 
 
 def load_ui(name):
@@ -450,11 +450,26 @@ def test_front_end_opens_every_workflow(server, tmp_path):
     for item, name in zip(ours, WORKFLOWS):
         expected = {str(n["id"]): n["type"] for n in load_ui(name)["nodes"]}
         assert {str(n["id"]): n["type"] for n in item["nodes"]} == expected
-        assert all(n["resolved"] and not n["has_errors"] for n in item["nodes"]), item
+        assert all((n["resolved"] or n["type"] in FRONTEND_ONLY) and not n["has_errors"] for n in item["nodes"]), item
         assert item["dialogs"] == [] and item["toasts"] == [], (item["dialogs"], item["toasts"])
         assert (shots / f"{name}.png").stat().st_size > 10_000
-    bad = [n for n in flagged["nodes"] if not n["resolved"]]
+        # the workflow's note is rendered (markdown: the heading as text, the file table, the estimates)
+        title = load_ui(name)["extra"]["title"]
+        assert any(title in note and "What to expect" in note and "24 GB GPU" in note for note in item["notes"]), \
+            item["notes"]
+    bad = [n for n in flagged["nodes"] if not n["resolved"] and n["type"] not in FRONTEND_ONLY]
     assert [n["type"] for n in bad] == ["NotARealNode"] and bad[0]["has_errors"]
+
+
+def test_template_browser_lists_only_the_ui_workflows(server):
+    """The front end's template browser (``GET /workflow_templates``) lists, for this pack, exactly the
+    UI workflows: not their API twins (in ``workflows/api/``), which open as graphs without layout."""
+    templates = server.get("/workflow_templates")
+    ours = [names for names in templates.values() if "wan2.1_t2v_1.3B" in names]
+    assert len(ours) == 1, templates
+    assert sorted(ours[0]) == sorted(WORKFLOWS) == sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
+    api = sorted(p.stem for p in (ROOT / "workflows" / "api").glob("*.json"))
+    assert api == sorted(f"{n}_api" for n in WORKFLOWS)
 
 
 def test_ti2v_start_image_and_its_wrong_use(server):

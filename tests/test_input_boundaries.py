@@ -73,7 +73,7 @@ def run(host, wf):
 
 
 def api(name):
-    wf = json.loads((ROOT / "workflows" / f"{name}_api.json").read_text())
+    wf = json.loads((ROOT / "workflows" / "api" / f"{name}_api.json").read_text())
     wf["5"]["inputs"].update(aspect_ratio="custom", width=64, height=48, frames=5)
     wf["6"]["inputs"]["steps"] = 2
     return wf

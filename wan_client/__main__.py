@@ -40,7 +40,7 @@ from wan_client.runner import NoServers, Runner  # noqa: E402
 from wan_client.workflow import SettingError, Workflow, limit_problems, settings_from_args  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_WORKFLOW = ROOT / "workflows" / "wan2.1_t2v_1.3B_api.json"
+DEFAULT_WORKFLOW = ROOT / "workflows" / "api" / "wan2.1_t2v_1.3B_api.json"
 
 
 def parse_args(argv=None):

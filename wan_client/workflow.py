@@ -52,12 +52,14 @@ class Workflow:
         try:
             prompt = json.loads(path.read_text())
         except FileNotFoundError:
-            raise SettingError(f"workflow {path} not found") from None
+            moved = path.parent / "api" / path.name
+            hint = f" (the API workflows moved to {moved.parent}/: {moved})" if moved.exists() else ""
+            raise SettingError(f"workflow {path} not found{hint}") from None
         except json.JSONDecodeError as err:
             raise SettingError(f"{path} is not JSON ({err})") from None
         if not isinstance(prompt, dict) or not all(isinstance(v, dict) and "class_type" in v for v in prompt.values()):
             raise SettingError(f"{path} is not an API-format workflow (export it with 'Save (API)'; the pack's are "
-                               "workflows/*_api.json)")
+                               "workflows/api/*_api.json)")
         return cls(path, prompt)
 
     def nodes_of(self, class_type: str) -> List[str]:

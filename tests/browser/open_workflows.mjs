@@ -1,5 +1,6 @@
 // Opens each UI workflow in ComfyUI's real front end (headless Chromium via playwright-core) and
-// prints JSON per file: node types, nodes the front end could not resolve, and any error dialog.
+// prints JSON per file: node types, nodes the front end could not resolve, any error dialog, and the
+// text of the rendered markdown notes.
 // usage: node open_workflows.mjs URL SCREENSHOT_DIR workflow.json...
 import fs from "node:fs";
 import path from "node:path";
@@ -25,11 +26,13 @@ for (const file of files) {
     await window.app.loadGraphData(g, true, true, null);
     await new Promise((r) => setTimeout(r, 1500));
     const nodes = window.app.graph.nodes || window.app.graph._nodes;
-    const visible = (sel) => [...document.querySelectorAll(sel)]
-      .filter((d) => d.offsetParent !== null).map((d) => d.innerText.slice(0, 300));
+    const visible = (sel, length = 300) => [...document.querySelectorAll(sel)]
+      .filter((d) => d.offsetParent !== null).map((d) => d.innerText.slice(0, length));
     const dialogs = visible(".p-dialog, .comfy-modal");
     const toasts = visible(".p-toast-message");
+    const notes = visible(".comfy-markdown", 6000);  // rendered MarkdownNote widgets
     return {
+      notes,
       nodes: nodes.map((n) => ({ id: n.id, type: n.type, resolved: !!(n.constructor && n.constructor.nodeData),
                                   widgets: (n.widgets || []).length, has_errors: !!n.has_errors })),
       dialogs,
