@@ -148,7 +148,7 @@ def t2v(rows: Rows, a, models: Path):
             t_warm, out = timed(lambda: ksample(model, latent, steps))
             got[(name, f)] = dict(step_s=t_warm / steps, peak=peak_since(base), latent=out, first_s=t_first,
                                   load_s=t_load, **dtypes(model))
-        del model
+        model = None  # freed before the next one loads
     mode = "DynamicVRAM" if a.row == "t2v_dynamic" else "classic patcher"
     for w, h, f, steps in sizes:
         n, o = got[("native", f)], got[("ours", f)]
@@ -286,7 +286,8 @@ def decode(rows: Rows, a, models: Path):
              True, s=round(t, 2), peak_gib=gib(peak_core), estimate_gib=gib(core_estimate),
              fell_back_to_tiles=bool(rows.seen("Ran out of memory when regular VAE decoding", mark)),
              ours_peak_x=None if peak is None or not peak_core else round(peak / peak_core, 3))
-    del images, core_vae
+    del images
+    core_vae = None
     unload()
     # forced out-of-memory: the failed attempt takes all but a quarter of what the tiled decode needs
     device = vae.patcher.load_device

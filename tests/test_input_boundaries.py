@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import math
 import re
 import uuid
 from pathlib import Path
