@@ -58,18 +58,20 @@ def latent(version, t=3, h=6, w=10, seed=0):
 
 # -- the estimate, measured ---------------------------------------------------------------------
 
-SIZES = [(2, 128, 128), (2, 192, 192), (2, 128, 224)]
+# two frame sizes (square and not; 192x192 was dropped to keep the suite's time: it took 40 of this
+# test's 143 s and sits between the two)
+SIZES = [(2, 128, 128), (2, 128, 224)]
 
 
 @pytest.mark.parametrize("version", ["2.1", "2.2"])
 def test_memory_estimate_covers_measured_peaks(version):
-    """Decode and encode peaks of our real-size VAEs on the CPU at three sizes (each in its own
+    """Decode and encode peaks of our real-size VAEs on the CPU at two sizes (each in its own
     process): the estimate the nodes give the memory manager covers each and exceeds it by at most
     1.5x; the decode peak does not grow with the number of frames (frames leave as they are made)."""
     from wan_core.vae import WanVAEConfig, decode_bytes, encode_bytes
 
     cases = ([f"decode:{t}:{h}:{w}" for t, h, w in SIZES] + [f"encode:2:{h}:{w}" for _, h, w in SIZES]
-             + ["decode:4:128:128"])
+             + ["decode:3:128:128"])
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     run = subprocess.run([sys.executable, os.path.join(TESTS, "vae_peak_probe.py"), version, *cases],
                          capture_output=True, text=True, env=env, timeout=900)
@@ -81,7 +83,7 @@ def test_memory_estimate_covers_measured_peaks(version):
         estimate = (decode_bytes if r["op"] == "decode" else encode_bytes)(cfg, r["shape"], torch.float32)
         assert r["peak"] <= estimate <= 1.5 * r["peak"], (r, estimate)
     decode_128 = {r["frames"]: r["peak"] for r in results if r["op"] == "decode" and r["height"] == r["width"] == 128}
-    assert decode_128[4] < 1.05 * decode_128[2], decode_128  # 13 frames cost what 5 do
+    assert decode_128[3] < 1.05 * decode_128[2], decode_128  # 9 frames cost what 5 do
 
 
 # -- what the nodes ask for ---------------------------------------------------------------------
