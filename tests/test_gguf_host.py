@@ -205,7 +205,7 @@ def test_a_lora_that_does_not_fit_is_reported_once_per_load(loaders, gguf_file, 
     """A LoRA made for a wider model through the host's LoRA loading on a GGUF DiT: the host's lines
     for keys whose shapes do not fit ("ERROR lora ...", "WARNING SHAPE MISMATCH ...") appear once
     each over a 4-step run, as on the same weights in safetensors (merged once at load), not once
-    per step and layer call (an earlier main: 124 lines for 49 messages here)."""
+    per step and layer call (an earlier main: 172 lines for these 49 messages)."""
     import logging
 
     import nodes
