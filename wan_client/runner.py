@@ -236,7 +236,7 @@ class Runner:
         every server): the job's name in a batch, the server's name, and the prompt's id."""
         name = Path(filename)
         job_part = f"{job.name}_" if self.by_job else ""
-        return self.out_dir / f"{self.prefix}{job_part}{name.stem}_{prompt_id[:8]}{name.suffix}"
+        return self.out_dir / f"{self.prefix}{job_part}{name.stem.rstrip('_')}_{prompt_id[:8]}{name.suffix}"
 
     async def _lost(self, state: ServerState, pending: deque):
         state.alive = False
