@@ -35,7 +35,10 @@ class _DecodesWeights:
 
 
 class WanCoreWAN21(_DecodesWeights, comfy.model_base.WAN21):
-    """Core's WAN21 (Wan2.1 T2V, A14B experts) around our DiT; text-to-video has no image channels.
+    """Core's WAN21 (Wan2.1 T2V, the A14B experts) around our DiT, as core makes it for these files
+    (``image_to_video`` off, as core's ``WAN21_T2V``). A text-to-video DiT takes no image channels;
+    an image-to-video one (Wan2.2 I2V-A14B: 36 input channels) takes core's own concatenation of the
+    frame mask and the image latent (``WanImageToVideo``'s ``concat_latent_image`` / ``concat_mask``).
 
     ``unet_model`` is the factory BaseModel builds the diffusion model with (under the operations
     the host picks); without one the caller assigns ``diffusion_model`` (GGUF)."""
@@ -47,7 +50,9 @@ class WanCoreWAN21(_DecodesWeights, comfy.model_base.WAN21):
                                             unet_model=unet_model)
 
     def concat_cond(self, **kwargs):
-        return None
+        if self.diffusion_model.config.condition_channels == 0:
+            return None
+        return super().concat_cond(**kwargs)
 
 
 class WanCoreWAN22(_DecodesWeights, comfy.model_base.WAN22):

@@ -154,11 +154,16 @@ class WanCoreSampler:
         experts = [(model, guidance)] + ([] if model_low_noise is None else [(model_low_noise, guidance_low_noise)])
         for m, _ in experts[1:]:
             experts_match(dit, wan_dit(m, "model_low_noise"))
-        if samples.dim() != 5 or samples.shape[1] != dit.config.in_channels:
+        if samples.dim() != 5 or samples.shape[1] != dit.config.latent_channels:
             raise ValueError(
                 f"latent has {samples.shape[1] if samples.dim() == 5 else tuple(samples.shape)} channels but the DiT "
-                f"({dit.config.family}) takes {dit.config.in_channels}: use the VAE that belongs to this model "
+                f"({dit.config.family}) takes {dit.config.latent_channels}: use the VAE that belongs to this model "
                 "(Wan2.1 VAE: 16, Wan2.2 VAE: 48)")
+        if dit.config.condition_channels and not any("concat_latent_image" in c[1] for c in positive or []):
+            raise ValueError(
+                f"{getattr(dit, 'source', 'the DiT')} is an image-to-video model ({dit.config.family}): its "
+                "positive conditioning carries no start image. Connect the prompts through core's "
+                "WanImageToVideo (with a start_image) before Wan Sampler, or load a text-to-video DiT.")
         b = samples.shape[0]
         for name, cond in (("positive", positive), ("negative", negative)):
             emb = embeddings_from_conditioning(cond, name)

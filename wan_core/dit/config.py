@@ -13,6 +13,7 @@ KNOWN_FAMILIES = {
     (16, 1536, 30): "Wan2.1-T2V-1.3B",
     (16, 5120, 40): "Wan2.1-T2V-14B / Wan2.2-T2V-A14B expert",
     (48, 3072, 30): "Wan2.2-TI2V-5B",
+    (36, 5120, 40): "Wan2.2-I2V-A14B expert",
 }
 
 HEAD_DIM = 128
@@ -56,6 +57,12 @@ class WanDiTConfig:
     @property
     def latent_channels(self) -> int:
         return self.out_channels
+
+    @property
+    def condition_channels(self) -> int:
+        """Channels concatenated to the noisy latent: 20 for image-to-video DiTs (a 4-channel frame mask
+        and the 16-channel latent of the start / end image), 0 for text-to-video and TI2V."""
+        return self.in_channels - self.out_channels
 
 
 def _describe(keys) -> str:
