@@ -10,7 +10,6 @@ module before torch touches CUDA.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -20,7 +19,6 @@ import os
 import sys
 import types
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACK = "wan_pack"
 
 
@@ -127,14 +125,11 @@ def describe() -> dict:
 
 
 def pack():
-    """This repository imported as a ComfyUI custom node package, as ComfyUI imports it."""
-    if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACK, os.path.join(ROOT, "__init__.py"),
-                                                      submodule_search_locations=[ROOT])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK] = module
-        spec.loader.exec_module(module)
-    return sys.modules[PACK]
+    """This repository imported as a ComfyUI custom node package, as ComfyUI imports it (after
+    :func:`start`: the shared helper imports torch)."""
+    from comfy_inprocess import import_pack  # tests/, on the path through benchmarks/common.py
+
+    return import_pack()
 
 
 def pack_module(name: str):
@@ -144,11 +139,9 @@ def pack_module(name: str):
 
 def run_io_node(cls, **inputs) -> tuple:
     """Run a core node written against ``comfy_api`` (e.g. TorchCompileModel); its outputs."""
-    cls.VALIDATE_CLASS()
-    out = cls.PREPARE_CLASS_CLONE({}).execute(**inputs)
-    if asyncio.iscoroutine(out):
-        out = asyncio.run(out)
-    return tuple(out.result) if hasattr(out, "result") else tuple(out)
+    from comfy_inprocess import run_io_node as run
+
+    return run(cls, **inputs)
 
 
 def use_model_folder(root: str) -> None:

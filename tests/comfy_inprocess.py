@@ -36,8 +36,14 @@ def host():
 
 
 def pack():
-    """This repository imported as a ComfyUI custom node package (``wan_pack``)."""
+    """This repository imported as a ComfyUI custom node package (``wan_pack``), the host in CPU mode."""
     host()
+    return import_pack()
+
+
+def import_pack():
+    """This repository imported as ComfyUI imports a custom node folder, into a host already started
+    (here by :func:`host`; by ``benchmarks/gpu_host.py`` on a GPU)."""
     if PACK not in sys.modules:
         spec = importlib.util.spec_from_file_location(PACK, os.path.join(ROOT, "__init__.py"),
                                                       submodule_search_locations=[ROOT])
@@ -58,13 +64,18 @@ def run_node(class_type: str, **inputs):
     core_nodes = host()
     cls = core_nodes.NODE_CLASS_MAPPINGS[class_type]
     if hasattr(cls, "define_schema"):  # comfy_api io.ComfyNode
-        cls.VALIDATE_CLASS()
-        out = cls.PREPARE_CLASS_CLONE({}).execute(**inputs)
-        if asyncio.iscoroutine(out):
-            out = asyncio.run(out)
-        return tuple(out.result) if hasattr(out, "result") else tuple(out)
+        return run_io_node(cls, **inputs)
     node = cls()
     out = getattr(node, cls.FUNCTION)(**inputs)
     if asyncio.iscoroutine(out):
         out = asyncio.run(out)
     return tuple(out["result"]) if isinstance(out, dict) else tuple(out)
+
+
+def run_io_node(cls, **inputs) -> tuple:
+    """Run a core node class written against ``comfy_api`` (io.ComfyNode); its outputs tuple."""
+    cls.VALIDATE_CLASS()
+    out = cls.PREPARE_CLASS_CLONE({}).execute(**inputs)
+    if asyncio.iscoroutine(out):
+        out = asyncio.run(out)
+    return tuple(out.result) if hasattr(out, "result") else tuple(out)

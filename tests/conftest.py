@@ -29,3 +29,12 @@ def tmp_models(tmp_path):
     d = tmp_path / "models"
     d.mkdir()
     return d
+
+
+@pytest.fixture(scope="module")
+def loaders():
+    """The pack's loader nodes module, imported into the in-process host (CPU mode)."""
+    import comfy_inprocess as ci
+
+    ci.host()
+    return ci.pack_module("nodes.loaders")

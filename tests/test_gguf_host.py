@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import comfy_inprocess as ci
 from conftest import rel_err
+from test_gpu_machinery import forward, inputs
 from tiny_models.dit import TINY_T2V, random_dit_state
 from tiny_models.gguf_files import random_blocks, write_dit_gguf
 from tiny_models.loras import lora_state
@@ -16,26 +16,9 @@ TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def loaders():
-    ci.host()
-    return ci.pack_module("nodes.loaders")
-
-
-@pytest.fixture(scope="module")
 def gguf_file(tmp_path_factory):
     path, _ = write_dit_gguf(random_dit_state(TINY_T2V, seed=3), tmp_path_factory.mktemp("gguf_host") / "wan.gguf")
     return str(path)
-
-
-def inputs(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(2, 16, 3, 6, 10, generator=g), torch.tensor([0.93, 0.31]),
-            torch.randn(2, 512, 4096, generator=g) * 0.5)
-
-
-def forward(patcher, x, sigma, ctx):
-    with torch.no_grad():
-        return patcher.model.apply_model(x, sigma, c_crossattn=ctx).float()
 
 
 def with_lora(patcher, seed):

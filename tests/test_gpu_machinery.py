@@ -32,12 +32,6 @@ TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def loaders():
-    ci.host()
-    return ci.pack_module("nodes.loaders")
-
-
-@pytest.fixture(scope="module")
 def state():
     return random_dit_state(TINY_T2V, seed=3)
 

@@ -20,7 +20,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import comfy_inprocess as ci
 from conftest import rel_err
 from test_dit_parity import official_model
 from test_gpu_machinery import comfy_names, quantized_file
@@ -28,12 +27,6 @@ from tiny_models.dit import TINY_T2V, random_dit_state
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@pytest.fixture(scope="module")
-def loaders():
-    ci.host()
-    return ci.pack_module("nodes.loaders")
 
 
 @pytest.fixture(scope="module")
