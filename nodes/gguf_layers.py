@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from types import SimpleNamespace
 
 import torch
@@ -115,10 +116,7 @@ def offload_budget(patcher, module_name: str, module, module_mem: int, dtype: to
     on the decoded weight, counted as the host counts it for its own layers."""
     need = module_mem + module.decode_bytes(dtype)
     if f"{module_name}.weight" in patcher.patches:
-        numel = 1
-        for d in module.logical_shape:
-            numel *= d
-        need += numel * dtype.itemsize * comfy.model_patcher.LOWVRAM_PATCH_ESTIMATE_MATH_FACTOR
+        need += math.prod(module.logical_shape) * dtype.itemsize * comfy.model_patcher.LOWVRAM_PATCH_ESTIMATE_MATH_FACTOR
     return need
 
 

@@ -34,10 +34,8 @@ def run_layer(layer: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Te
     Callers state the precision they want (fp32 for time embedding, norms and head; the compute
     dtype for the rest). A layer that carries ``run_in(x, dtype)`` decides itself how to honour that
     (a host sets it on its own layers: it knows which of them can compute in fp32 and which expect
-    their input in the compute dtype). Layers that cast their weights per call do so; a layer that
-    can cast but is not set to (``forward_comfy_cast_weights`` while resident in another dtype) is
-    asked to for this call, so the precision does not depend on where the host keeps the layer.
-    Plain layers compute in their weight dtype.
+    their input in the compute dtype). Layers that cast their weights per call do so; plain layers
+    compute in their weight dtype.
     """
     run_in = getattr(layer, "run_in", None)
     if run_in is not None:
@@ -45,9 +43,6 @@ def run_layer(layer: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Te
     weight = getattr(layer, "weight", None)
     if weight is None or layer_casts_weights(layer) or weight.dtype == dtype:
         return layer(x.to(dtype))
-    cast = getattr(layer, "forward_comfy_cast_weights", None)
-    if cast is not None:
-        return cast(x.to(dtype))
     return layer(x.to(weight.dtype)).to(dtype)
 
 
@@ -94,7 +89,7 @@ def cast_bias(layer: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
         return None
     functions = call_functions(layer, "bias")
     b = bias.to(device=x.device, dtype=x.dtype, copy=bool(functions))
-    with layer.patch_scope(functions) if hasattr(layer, "patch_scope") else contextlib.nullcontext():
+    with layer.patch_scope(functions):
         return apply_functions(b, functions)
 
 

@@ -54,7 +54,6 @@ class _Quantized:
             return apply_functions(w, functions)
 
 
-
 class GGUFLinear(_Quantized, CastLinear):
     def forward(self, x):
         if self.qtype is None:
